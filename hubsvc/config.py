@@ -1,0 +1,347 @@
+"""hubsvc.toml: the validated settings every other module reads.
+
+`load(path)` returns a `Config` or raises `ConfigError` whose `problems` each name the
+field path, what is wrong and how to fix it. Nothing here starts or changes anything;
+checks that need the machine (binaries, writable dirs, free ports) live in preflight.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PATH = Path("/etc/hubsvc/hubsvc.toml")
+ENV_VAR = "HUBSVC_CONFIG"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration or the machine, for a person to fix."""
+
+    field: str  # dotted field path ("proxy.api_url") or a file path
+    message: str  # what is wrong
+    fix: str  # what to do about it
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}\n    fix: {self.fix}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. `problems` lists every reason found."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed http(s) URL: what to bind and what to connect to."""
+
+    scheme: str
+    host: str  # as written (may be 0.0.0.0 or ::)
+    port: int
+    path: str  # always starts and ends with "/"
+
+    @property
+    def connect_host(self) -> str:
+        """Where a local client connects: a wildcard bind is reached on loopback."""
+        if self.host in ("0.0.0.0", ""):
+            return "127.0.0.1"
+        if self.host == "::":
+            return "::1"
+        return self.host
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def _fmt(self, host: str) -> str:
+        h = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{h}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        """scheme://host:port as written, no path."""
+        return self._fmt(self.host)
+
+    @property
+    def connect_origin(self) -> str:
+        """scheme://host:port that a local client can connect to."""
+        return self._fmt(self.connect_host)
+
+    def url(self, rel: str = "") -> str:
+        """A URL below this endpoint's path, reachable from this machine."""
+        return self.connect_origin + self.path + rel.lstrip("/")
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if parts.hostname is None:
+        raise ValueError(f"{url!r} has no host")
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"{url!r} has an invalid port ({e})") from None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r} must not carry a query or fragment")
+    path = parts.path or "/"
+    if not path.endswith("/"):
+        path += "/"
+    return Endpoint(parts.scheme, parts.hostname, port, path)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _url_field(v: str) -> str:
+    parse_endpoint(v)
+    return v
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class Paths(_Section):
+    state_dir: Path = Path("/var/lib/hubsvc")
+    runtime_dir: Path = Path("/run/hubsvc")
+
+    @field_validator("state_dir", "runtime_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        if not v.is_absolute():
+            raise ValueError(f"{str(v)!r} is relative; use an absolute path")
+        return v
+
+
+class Proxy(_Section):
+    command: str = "configurable-http-proxy"
+    public_url: str = "http://0.0.0.0:8000"
+    api_url: str = "http://127.0.0.1:8001"
+    extra_args: list[str] = []
+    start_timeout_s: PositiveSeconds = 15.0
+    stop_timeout_s: PositiveSeconds = 5.0
+
+    _public = field_validator("public_url")(_url_field)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_loopback(cls, v: str) -> str:
+        ep = parse_endpoint(v)
+        if ep.scheme != "http":
+            raise ValueError("CHP's API is served over plain http; use http://127.0.0.1:PORT")
+        if not ep.is_loopback or ep.host == "localhost":
+            raise ValueError(
+                f"{ep.host!r} is not a loopback address; the proxy API must not be reachable "
+                "from the network: use http://127.0.0.1:PORT"
+            )
+        if ep.path != "/":
+            raise ValueError("the proxy API URL takes no path")
+        return v
+
+
+class Hub(_Section):
+    command: str = "jupyterhub"
+    bind_url: str = "http://127.0.0.1:8081"
+    config_file: Path | None = Path("/etc/hubsvc/jupyterhub_config.py")
+    extra_args: list[str] = []
+    start_timeout_s: PositiveSeconds = 60.0
+    stop_timeout_s: PositiveSeconds = 30.0
+    # What a full stop of hubsvc does with users' running servers:
+    # "stop" asks the hub to stop them first, "keep" leaves them running for the next
+    # start to re-adopt, "auto" keeps them under systemd and stops them in the foreground.
+    user_servers_on_stop: Literal["auto", "stop", "keep"] = "auto"
+
+    _bind = field_validator("bind_url")(_url_field)
+
+    @field_validator("bind_url")
+    @classmethod
+    def _bind_shape(cls, v: str) -> str:
+        ep = parse_endpoint(v)
+        if ep.path != "/":
+            raise ValueError(
+                "the hub's bind URL takes no path; put a base URL in proxy.public_url"
+            )
+        if ep.host in ("localhost",):
+            raise ValueError("use 127.0.0.1 (or ::1), not 'localhost', which may resolve to either")
+        return v
+
+    @field_validator("config_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @field_validator("config_file")
+    @classmethod
+    def _cfg_absolute(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError(f"{str(v)!r} is relative; use an absolute path")
+        return v
+
+
+class Health(_Section):
+    interval_s: PositiveSeconds = 2.0
+    timeout_s: PositiveSeconds = 1.0
+    failures_before_restart: int = Field(3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> Health:
+        if self.timeout_s > self.interval_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s}) is longer than interval_s ({self.interval_s}); "
+                "make timeout_s at most interval_s"
+            )
+        return self
+
+
+class Restart(_Section):
+    backoff_initial_s: float = Field(0.1, ge=0, le=600)
+    backoff_max_s: float = Field(10.0, ge=0, le=3600)
+    max_restarts: int = Field(5, ge=0, le=1000)
+    window_s: PositiveSeconds = 60.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Restart:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s "
+                f"({self.backoff_initial_s}); raise backoff_max_s"
+            )
+        return self
+
+
+class Config(_Section):
+    paths: Paths = Paths()
+    proxy: Proxy = Proxy()
+    hub: Hub = Hub()
+    health: Health = Health()
+    restart: Restart = Restart()
+
+    # where this config was read from (not a TOML key)
+    source: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def public(self) -> Endpoint:
+        return parse_endpoint(self.proxy.public_url)
+
+    @property
+    def api(self) -> Endpoint:
+        return parse_endpoint(self.proxy.api_url)
+
+    @property
+    def hub_bind(self) -> Endpoint:
+        return parse_endpoint(self.hub.bind_url)
+
+    @model_validator(mode="after")
+    def _no_clash(self) -> Config:
+        named = [
+            ("proxy.public_url", self.public),
+            ("proxy.api_url", self.api),
+            ("hub.bind_url", self.hub_bind),
+        ]
+        for i, (na, a) in enumerate(named):
+            for nb, b in named[i + 1 :]:
+                if a.port == b.port and _hosts_overlap(a.host, b.host):
+                    raise ValueError(
+                        f"{na} and {nb} both use port {a.port} on overlapping addresses; "
+                        "give each its own port"
+                    )
+        return self
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    wild = {"0.0.0.0", "::", ""}
+    if a in wild or b in wild:
+        return True
+    return a == b
+
+
+_FIXES = {
+    "extra_forbidden": "remove it, or check its spelling and section against "
+    "/etc/hubsvc/hubsvc.toml",
+    "missing": "add it",
+}
+
+
+def _problem_from_pydantic(err: dict[str, Any]) -> Problem:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    typ = err["type"]
+    msg = err["msg"]
+    if typ == "extra_forbidden":
+        return Problem(loc, "unknown key", _FIXES[typ])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if typ == "value_error":
+        # our own messages carry the fix after the last ';'
+        head, sep, tail = msg.rpartition("; ")
+        if sep:
+            return Problem(loc, head, tail)
+        return Problem(loc, msg, "correct the value")
+    got = err.get("input")
+    got_txt = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return Problem(loc, f"{msg}{got_txt}", _FIXES.get(typ, "correct the value"))
+
+
+def parse(data: dict[str, Any], source: Path | None = None) -> Config:
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError([_problem_from_pydantic(err) for err in e.errors()]) from None
+    return cfg.model_copy(update={"source": source})
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """--config, else $HUBSVC_CONFIG, else /etc/hubsvc/hubsvc.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return DEFAULT_PATH
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    p = resolve_path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            [Problem(str(p), "no such file", f"create it (see {DEFAULT_PATH}) or pass --config PATH")]
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            [Problem(str(p), "cannot be read by this user", "run as the service account or root")]
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(str(p), "is a directory", "point --config at the TOML file")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem(str(p), f"is not UTF-8 text ({e.reason})", "save it as UTF-8")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([Problem(str(p), f"is not valid TOML: {e}", "fix the syntax at that line")]) from None
+    return parse(data, source=p.resolve())
