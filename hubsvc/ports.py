@@ -1,0 +1,297 @@
+"""Who holds a TCP port on this host, and is a port free to listen on.
+
+Reads the kernel's socket tables (/proc/net/tcp and /proc/net/tcp6) for listening
+sockets, then maps a socket's inode to the process holding it through
+/proc/PID/fd/* links (`socket:[INODE]`). Without the privilege to read another
+account's /proc/PID/fd the holder's pid stays unknown, but the socket's owning uid is
+still reported. Everything here is read-only and local to the caller's network
+namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
+_LITTLE = sys.byteorder == "little"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening TCP socket from /proc/net/tcp{,6}."""
+
+    address: IPAddress
+    port: int
+    uid: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The process (if it could be found) holding a listening socket."""
+
+    address: str  # the address the socket is bound to ("0.0.0.0", "::1" …)
+    port: int
+    uid: int  # owner of the socket, always known
+    inode: int
+    pid: int | None = None  # None when /proc/PID/fd could not be read
+    cmdline: str | None = None  # argv joined by spaces, None when unknown
+
+    @property
+    def user(self) -> str:
+        try:
+            import pwd
+
+            return pwd.getpwuid(self.uid).pw_name
+        except (KeyError, ImportError):
+            return str(self.uid)
+
+    def describe(self) -> str:
+        """A short phrase for a person: 'pid 123 (node …) as root on 0.0.0.0:8000'."""
+        where = f"{_fmt_host(self.address)}:{self.port}"
+        if self.pid is None:
+            return f"an unidentified process of user {self.user} on {where}"
+        cmd = self.cmdline or "?"
+        if len(cmd) > 120:
+            cmd = cmd[:117] + "..."
+        return f"pid {self.pid} ({cmd}) as {self.user} on {where}"
+
+
+def _fmt_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _decode_v4(hexaddr: str) -> ipaddress.IPv4Address:
+    # one 32-bit word in host byte order
+    raw = bytes.fromhex(hexaddr)
+    return ipaddress.IPv4Address(raw[::-1] if _LITTLE else raw)
+
+
+def _decode_v6(hexaddr: str) -> ipaddress.IPv6Address:
+    # four 32-bit words, each in host byte order
+    raw = bytes.fromhex(hexaddr)
+    if _LITTLE:
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return ipaddress.IPv6Address(raw)
+
+
+def parse_table(text: str, v6: bool) -> list[Listener]:
+    """Listening sockets from the text of /proc/net/tcp (v6=False) or tcp6 (v6=True)."""
+    out: list[Listener] = []
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10 or f[3] != _LISTEN:
+            continue
+        addr_hex, _, port_hex = f[1].partition(":")
+        try:
+            addr: IPAddress = _decode_v6(addr_hex) if v6 else _decode_v4(addr_hex)
+            out.append(Listener(addr, int(port_hex, 16), int(f[7]), int(f[9])))
+        except ValueError:
+            continue
+    return out
+
+
+def listeners(proc: Path = PROC) -> list[Listener]:
+    """Every listening TCP socket in this network namespace."""
+    out: list[Listener] = []
+    for name, v6 in (("tcp", False), ("tcp6", True)):
+        try:
+            text = (proc / "net" / name).read_text()
+        except OSError:
+            continue  # no IPv6 in this kernel, or /proc not mounted
+        out.extend(parse_table(text, v6))
+    return out
+
+
+def _resolve(host: str) -> list[IPAddress]:
+    """An IP literal as itself; a name through the resolver (all its addresses)."""
+    h = host.strip("[]")
+    if h == "":
+        return [ipaddress.IPv4Address("0.0.0.0")]
+    try:
+        return [ipaddress.ip_address(h)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(h, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    addrs: list[IPAddress] = []
+    for info in infos:
+        a = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if a not in addrs:
+            addrs.append(a)
+    return addrs
+
+
+def _v4_view(a: IPAddress) -> ipaddress.IPv4Address | None:
+    if isinstance(a, ipaddress.IPv4Address):
+        return a
+    return a.ipv4_mapped
+
+
+def overlaps(listen: IPAddress, want: IPAddress) -> bool:
+    """Would binding `want` clash with a socket listening on `listen` (same port)?
+
+    A wildcard on either side covers its family; an IPv6 wildcard also covers IPv4
+    (Linux's default dual-stack; an IPV6_V6ONLY listener is the rare exception that
+    /proc does not show).
+    """
+    if listen == want:
+        return True
+    lv4, wv4 = _v4_view(listen), _v4_view(want)
+    if listen.version == 6 and listen.is_unspecified:
+        return True
+    if want.version == 6 and want.is_unspecified:
+        return True
+    if lv4 is not None and wv4 is not None:
+        return lv4.is_unspecified or wv4.is_unspecified or lv4 == wv4
+    return False
+
+
+def _socket_owners(inodes: set[int], proc: Path = PROC) -> dict[int, int]:
+    """inode → pid for the given socket inodes (first process found holding each)."""
+    found: dict[int, int] = {}
+    if not inodes:
+        return found
+    wanted = {f"socket:[{i}]": i for i in inodes}
+    try:
+        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in sorted(pids):
+        fd_dir = proc / str(pid) / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds:
+            try:
+                target = os.readlink(fd_dir / fd)
+            except OSError:
+                continue
+            ino = wanted.get(target)
+            if ino is not None and ino not in found:
+                found[ino] = pid
+                if len(found) == len(wanted):
+                    return found
+    return found
+
+
+def cmdline(pid: int, proc: Path = PROC) -> str | None:
+    try:
+        raw = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    parts = [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+    return " ".join(parts) if parts else None
+
+
+def holders(host: str, port: int, proc: Path = PROC) -> list[Holder]:
+    """Every listening socket that clashes with listening on host:port."""
+    wants = _resolve(host)
+    hits = [
+        li
+        for li in listeners(proc)
+        if li.port == port and any(overlaps(li.address, w) for w in wants)
+    ]
+    owners = _socket_owners({li.inode for li in hits}, proc)
+    out: list[Holder] = []
+    for li in hits:
+        pid = owners.get(li.inode)
+        out.append(
+            Holder(
+                address=str(li.address),
+                port=li.port,
+                uid=li.uid,
+                inode=li.inode,
+                pid=pid,
+                cmdline=cmdline(pid, proc) if pid is not None else None,
+            )
+        )
+    return out
+
+
+def port_holder(host: str, port: int) -> Holder | None:
+    """The process listening where host:port would be bound, or None if nobody is.
+
+    `host` is what a config says to bind ("0.0.0.0", "127.0.0.1", "::", a name). A
+    holder with a known pid is preferred over one whose pid could not be read.
+    """
+    found = holders(host, port)
+    if not found:
+        return None
+    found.sort(key=lambda h: h.pid is None)
+    return found[0]
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Try to bind host:port the way a server does (SO_REUSEADDR); the error, if any.
+
+    EADDRINUSE: somebody listens there. EADDRNOTAVAIL: the address is not on this host.
+    EACCES: a port below 1024 without the privilege to bind it.
+    """
+    addrs = _resolve(host)
+    if not addrs:
+        return OSError(errno.EADDRNOTAVAIL, f"cannot resolve {host!r}")
+    for a in addrs:
+        fam = socket.AF_INET6 if a.version == 6 else socket.AF_INET
+        try:
+            s = socket.socket(fam, socket.SOCK_STREAM)
+        except OSError as e:
+            return e
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((str(a), port))
+        except OSError as e:
+            return e
+        finally:
+            s.close()
+    return None
+
+
+def is_free(host: str, port: int) -> bool:
+    """True when nothing listens where host:port would be bound.
+
+    The bind attempt decides; when it fails for another reason than the port being in
+    use (privileged port, address not local), the socket tables decide.
+    """
+    err = bind_error(host, port)
+    if err is None:
+        return True
+    if err.errno == errno.EADDRINUSE:
+        return False
+    return not holders(host, port)
+
+
+def iter_pids_of_tree(root: int, proc: Path = PROC) -> Iterator[int]:
+    """root and its descendants (via /proc/PID/task/*/children), bounded to 10000."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack and len(seen) < 10000:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        yield pid
+        tasks = proc / str(pid) / "task"
+        try:
+            tids = os.listdir(tasks)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                kids = (tasks / tid / "children").read_text().split()
+            except OSError:
+                continue
+            stack.extend(int(k) for k in kids if k.isdigit())
