@@ -130,13 +130,6 @@ class Paths(_Section):
     state_dir: Path = Path("/var/lib/hubsvc")
     runtime_dir: Path = Path("/run/hubsvc")
 
-    @field_validator("state_dir", "runtime_dir")
-    @classmethod
-    def _absolute(cls, v: Path) -> Path:
-        if not v.is_absolute():
-            raise ValueError(f"{str(v)!r} is relative; use an absolute path")
-        return v
-
 
 class Proxy(_Section):
     command: str = "configurable-http-proxy"
@@ -195,12 +188,6 @@ class Hub(_Section):
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v in ("", None) else v
 
-    @field_validator("config_file")
-    @classmethod
-    def _cfg_absolute(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_absolute():
-            raise ValueError(f"{str(v)!r} is relative; use an absolute path")
-        return v
 
 
 class Health(_Section):
@@ -306,6 +293,19 @@ def _problem_from_pydantic(err: dict[str, Any]) -> Problem:
     return Problem(loc, f"{msg}{got_txt}", _FIXES.get(typ, "correct the value"))
 
 
+# Path keys: a relative value is taken relative to the config file's own folder.
+_PATH_KEYS = (("paths", "state_dir"), ("paths", "runtime_dir"), ("hub", "config_file"))
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> None:
+    for section, key in _PATH_KEYS:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key]:
+            p = Path(sec[key])
+            if not p.is_absolute():
+                sec[key] = str((base / p).resolve())
+
+
 def parse(data: dict[str, Any], source: Path | None = None) -> Config:
     try:
         cfg = Config.model_validate(data)
@@ -344,4 +344,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError([Problem(str(p), f"is not UTF-8 text ({e.reason})", "save it as UTF-8")]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([Problem(str(p), f"is not valid TOML: {e}", "fix the syntax at that line")]) from None
-    return parse(data, source=p.resolve())
+    source = p.resolve()
+    _anchor_paths(data, source.parent)
+    return parse(data, source=source)

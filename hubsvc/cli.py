@@ -1,0 +1,231 @@
+"""Command line: `hubsvc run | check-config | status | probe-spawn | doctor`. Thin: each
+subcommand parses its arguments and calls the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from . import __version__, config, preflight, status
+from .commands import resolve_command
+from .config import Config, ConfigError, Problem
+
+EX_OK = 0
+EX_FAIL = 1
+EX_NOT_RUNNING = 3  # as `systemctl status` for an inactive unit
+EX_USAGE = 64
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+
+
+def _print_problems(problems: list[Problem], source: str) -> None:
+    print(f"hubsvc: {source} cannot be used:", file=sys.stderr)
+    for p in problems:
+        print(f"  {p.field}: {p.message}\n      fix: {p.fix}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config.load(args.config)
+
+
+# ---- run ------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
+
+    mode = logs.configure(args.log_level)
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        _print_problems(e.problems, str(config.resolve_path(args.config)))
+        return EX_CONFIG
+    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
+    if problems:
+        _print_problems(problems, str(cfg.source))
+        return EX_CONFIG
+    return asyncio.run(_run(cfg, use_journal=(mode == "journal")))
+
+
+async def _run(cfg: Config, use_journal: bool) -> int:
+    import structlog
+
+    from . import components, hubconfig, probes
+    from . import secrets as secrets_mod
+    from .hubapi import HubAPI
+    from .launch.process import ProcessLauncher
+    from .notify import Notifier
+    from .supervisor import Supervisor
+
+    log = structlog.get_logger("hubsvc")
+    notifier = Notifier()  # strips NOTIFY_SOCKET & co from the environment children get
+    log.info("starting", version=__version__, config=str(cfg.source), pid=os.getpid(),
+             systemd=notifier.enabled, watchdog_s=notifier.watchdog_interval_s)
+    try:
+        files, fixes = secrets_mod.ensure(cfg.paths.state_dir)
+    except OSError as e:
+        print(f"hubsvc: paths.state_dir: cannot create secrets: {e}\n"
+              "      fix: give the account that runs hubsvc ownership of the state directory",
+              file=sys.stderr)
+        return EX_CONFIG
+    for fix in fixes:
+        log.warning("secret_permissions", detail=fix,
+                    reason="file was readable by others; consider it exposed and rotate it")
+    generated = hubconfig.write(cfg, files)
+    keep = cfg.hub.user_servers_on_stop == "keep" or (
+        cfg.hub.user_servers_on_stop == "auto" and "INVOCATION_ID" in os.environ)
+    async with probes.new_client() as client:
+        specs = [
+            components.proxy_spec(cfg, files, client),
+            components.hub_spec(cfg, generated, client),
+        ]
+        sup = Supervisor(
+            cfg, specs, ProcessLauncher(), notifier,
+            HubAPI(client, cfg, secrets_mod.read(files.hub_api_token)),
+            proxy_token=secrets_mod.read(files.proxy_token),
+            keep_user_servers=keep,
+            use_journal=use_journal,
+        )
+        sup.periodic.append(_overrides_reporter(cfg))
+        return await sup.run()
+
+
+def _overrides_reporter(cfg: Config) -> Any:
+    """Warn once about each owned setting the admin's JupyterHub config tried to set."""
+    import structlog
+
+    from . import hubconfig
+
+    log = structlog.get_logger("hubsvc")
+    seen: set[str] = set()
+
+    async def owned_settings() -> None:
+        for key in hubconfig.read_overrides(cfg) or []:
+            if key not in seen:
+                seen.add(key)
+                log.warning("owned_setting_ignored", key=key, file=str(cfg.hub.config_file),
+                            reason="hubsvc sets this itself from hubsvc.toml; remove it from "
+                                   "the JupyterHub config")
+
+    return owned_settings
+
+
+# ---- check-config -----------------------------------------------------------------------
+def effective(cfg: Config) -> dict[str, Any]:
+    base = cfg.source.parent if cfg.source else None
+    proxy_cmd = resolve_command(cfg.proxy.command, base)
+    hub_cmd = resolve_command(cfg.hub.command, base)
+    doc = cfg.model_dump(mode="json")
+    doc["source"] = str(cfg.source)
+    doc["resolved"] = {
+        "proxy.command": str(proxy_cmd) if proxy_cmd else None,
+        "hub.command": str(hub_cmd) if hub_cmd else None,
+        "users_open": cfg.public.origin + cfg.public.path,
+        "proxy_api": cfg.api.origin,
+        "hub_private": cfg.hub_bind.origin + cfg.public.path + "hub/",
+        "generated_hub_config": str(cfg.paths.runtime_dir / "jupyterhub_config.py"),
+        "status_file": str(cfg.paths.runtime_dir / status.FILE),
+    }
+    return doc
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        _print_problems(e.problems, str(config.resolve_path(args.config)))
+        return EX_CONFIG
+    problems = preflight.static_problems(cfg)
+    if problems:
+        _print_problems(problems, str(cfg.source))
+        return EX_CONFIG
+    doc = effective(cfg)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return EX_OK
+    print(f"{cfg.source}: OK\n")
+    for section in ("paths", "proxy", "hub", "health", "restart"):
+        print(f"[{section}]")
+        for k, v in doc[section].items():
+            print(f"  {k} = {json.dumps(v)}")
+    print("\n[resolved]")
+    for k, v in doc["resolved"].items():
+        print(f"  {k} = {v}")
+    return EX_OK
+
+
+# ---- status -------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        _print_problems(e.problems, str(config.resolve_path(args.config)))
+        return EX_CONFIG
+    doc = status.read(cfg.paths.runtime_dir)
+    if doc is None:
+        print(f"hubsvc is not running (no {cfg.paths.runtime_dir / status.FILE}).\n"
+              "  start it: systemctl start hubsvc   (or: hubsvc run)", file=sys.stderr)
+        return EX_NOT_RUNNING
+    running = isinstance(doc.get("pid"), int) and status.pid_is_supervisor(doc["pid"])
+    running = running and doc.get("state") not in ("stopped", "failed")
+    doc["running"] = running
+    if args.json:
+        print(json.dumps(doc, indent=1, sort_keys=True))
+    else:
+        print(status.render_table(doc, running))
+    if not running:
+        if not args.json:
+            print(f"\nhubsvc is not running (status file left by pid {doc.get('pid')}).",
+                  file=sys.stderr)
+        return EX_NOT_RUNNING
+    return EX_OK
+
+
+# ---- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help=f"hubsvc.toml (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH})")
+    p = argparse.ArgumentParser(prog="hubsvc", parents=[common],
+                                description="JupyterHub + configurable-http-proxy, supervised.")
+    p.add_argument("--version", action="version", version=f"hubsvc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", parents=[common], help="run the supervisor in the foreground")
+    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", parents=[common],
+                       help="validate the config and print the effective settings")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("status", parents=[common], help="what the running supervisor reports")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return EX_USAGE if e.code not in (0, None) else EX_OK
+    if not hasattr(args, "config"):
+        args.config = None
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

@@ -1,0 +1,124 @@
+"""What each component is, as data: how to launch it, how to tell it is ready and alive,
+and what must happen after it restarts. Built once from the validated config; knows
+nothing about how processes are started."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from . import probes
+from .commands import resolve_command, search_path
+from .config import Config
+from .secrets import SecretFiles, read
+
+Probe = Callable[[], Awaitable[probes.Result]]
+
+# Variables a child must not inherit from hubsvc's own environment.
+_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                "LISTEN_FDNAMES", "CONFIGPROXY_AUTH_TOKEN", "HUBSVC_CONFIG")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+    cwd: Path
+    start_timeout_s: float
+    stop_timeout_s: float
+    ready: Probe = field(repr=False)  # answers once the component serves
+    alive: Probe = field(repr=False)  # liveness, every health interval
+    clean_exit_codes: frozenset[int] = frozenset({0})
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+    env["PATH"] = search_path()
+    env.update(extra or {})
+    return env
+
+
+# CHP logs every API request at info level; checking its API on every interval would
+# write a journal line every 2 s. The public health check (not logged) runs every time,
+# the API check every API_EVERY intervals.
+API_EVERY = 15
+
+
+def _public_then_api(public: Probe, api: Probe) -> Probe:
+    count = 0
+
+    async def check() -> probes.Result:
+        nonlocal count
+        count += 1
+        res = await public()
+        if not res:
+            return probes.Result(False, f"public port: {res.detail}")
+        if count % API_EVERY == 0:
+            ra = await api()
+            if not ra:
+                return probes.Result(False, f"API: {ra.detail}")
+        return res
+
+    return check
+
+
+def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> ComponentSpec:
+    token = read(secrets.proxy_token)
+    pub, api, hub = cfg.public, cfg.api, cfg.hub_bind
+    command = resolve_command(cfg.proxy.command, cfg.source.parent if cfg.source else None)
+    argv = [
+        str(command or cfg.proxy.command),
+        "--ip", pub.host,
+        "--port", str(pub.port),
+        "--api-ip", api.host,
+        "--api-port", str(api.port),
+        "--default-target", hub.origin,
+        "--error-target", hub.origin + pub.path + "hub/error",
+        "--log-level", "info",
+        *cfg.proxy.extra_args,
+    ]
+    t = cfg.health.timeout_s
+
+    async def api_ok() -> probes.Result:
+        return await probes.proxy_api(client, cfg, token, t)
+
+    async def public_ok() -> probes.Result:
+        return await probes.proxy_public(client, cfg, t)
+
+    return ComponentSpec(
+        name="proxy",
+        argv=argv,
+        env=child_env({"CONFIGPROXY_AUTH_TOKEN": token}),
+        cwd=cfg.paths.state_dir,
+        start_timeout_s=cfg.proxy.start_timeout_s,
+        stop_timeout_s=cfg.proxy.stop_timeout_s,
+        ready=api_ok,
+        alive=_public_then_api(public_ok, api_ok),
+        clean_exit_codes=frozenset({0, 2}),  # CHP exits 2 on SIGTERM
+    )
+
+
+def hub_spec(cfg: Config, generated_config: Path, client: httpx.AsyncClient) -> ComponentSpec:
+    command = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)
+    argv = [str(command or cfg.hub.command), "--config", str(generated_config),
+            *cfg.hub.extra_args]
+    t = cfg.health.timeout_s
+
+    async def health() -> probes.Result:
+        return await probes.hub_health(client, cfg, t)
+
+    return ComponentSpec(
+        name="hub",
+        argv=argv,
+        env=child_env(),
+        cwd=cfg.paths.state_dir,
+        start_timeout_s=cfg.hub.start_timeout_s,
+        stop_timeout_s=cfg.hub.stop_timeout_s,
+        ready=health,
+        alive=health,
+    )

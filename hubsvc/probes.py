@@ -1,0 +1,97 @@
+"""HTTP checks of CHP and the hub. Each makes one bounded request and says what it saw;
+none loops or sleeps (the supervisor decides how often)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    detail: str  # "200", "timed out after 1.0s", "connection refused", …
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def new_client() -> httpx.AsyncClient:
+    # trust_env=False: an admin's http_proxy must never capture loopback probes.
+    # verify=False: probes reach our own listeners on loopback, by address.
+    return httpx.AsyncClient(trust_env=False, verify=False, follow_redirects=False)
+
+
+def _failure(e: Exception, timeout: float) -> Result:
+    if isinstance(e, httpx.TimeoutException):
+        return Result(False, f"timed out after {timeout:g}s")
+    if isinstance(e, httpx.ConnectError):
+        return Result(False, "connection refused" if "refused" in str(e).lower() else f"cannot connect ({e})")
+    return Result(False, f"{type(e).__name__}: {e}")
+
+
+async def get(client: httpx.AsyncClient, url: str, timeout: float,
+              headers: dict[str, str] | None = None) -> tuple[Result, httpx.Response | None]:
+    try:
+        r = await client.get(url, timeout=timeout, headers=headers)
+    except httpx.HTTPError as e:
+        return _failure(e, timeout), None
+    return Result(r.status_code == 200, f"HTTP {r.status_code}"), r
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"token {token}"}
+
+
+async def proxy_api(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
+    res, r = await get(client, cfg.api.url("api/routes"), timeout, _auth(token))
+    if r is not None and r.status_code == 403:
+        return Result(False, "HTTP 403: CHP rejected hubsvc's token (another CHP on this port?)")
+    return res
+
+
+async def proxy_public(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
+    res, _ = await get(client, cfg.public.connect_origin + "/_chp_healthz", timeout)
+    return res
+
+
+async def hub_health(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
+    res, _ = await get(client, cfg.hub_bind.connect_origin + cfg.public.path + "hub/health", timeout)
+    return res
+
+
+async def routes(client: httpx.AsyncClient, cfg: Config, token: str,
+                 timeout: float) -> dict[str, dict[str, Any]] | None:
+    res, r = await get(client, cfg.api.url("api/routes"), timeout, _auth(token))
+    if not res or r is None:
+        return None
+    try:
+        data = r.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def hub_route(table: dict[str, dict[str, Any]]) -> str | None:
+    """The routespec of the route the hub itself added (data carries "hub": true)."""
+    for spec, data in table.items():
+        if isinstance(data, dict) and data.get("hub") is True:
+            return spec
+    return None
+
+
+async def chain(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
+    """A request through the public URL reaches the hub, and CHP holds the hub's route."""
+    res, _ = await get(client, cfg.public.url("hub/health"), timeout)
+    if not res:
+        return Result(False, f"hub health through the proxy: {res.detail}")
+    table = await routes(client, cfg, token, timeout)
+    if table is None:
+        return Result(False, "could not read CHP's routing table")
+    if hub_route(table) is None:
+        return Result(False, "CHP's table has no route from the hub yet")
+    return Result(True, "ok")
