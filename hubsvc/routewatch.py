@@ -160,8 +160,10 @@ async def check_and_repair(client: httpx.AsyncClient, cfg: Config,
 
 _LOOP_HOP = re.compile(r"Redirect loop detected on (\S+)")
 _LOOP_500 = re.compile(r"500 GET (\S+) \([^)]*\): Redirect loop detected\.(.*)$")
-_PRIVATE = re.compile(r"Detected possible direct connection to Hub's private ip: (\S+?),? bypassing")
-_SKEW = re.compile(r"Notebook has jupyterhub version (\S+), but the Hub expects (\S+?)\.")
+_PRIVATE = re.compile(
+    r"Detected possible direct connection to Hub's private ip: (\S+?),? bypassing"
+)
+_SKEW = re.compile(r"Notebook has jupyterhub version (\S+), but the Hub expects (\S+?)\.(?:\s|$)")
 _USER_IN_PATH = re.compile(r"/user/([^/?#]+)")
 
 
