@@ -403,7 +403,8 @@ cmd = trait(spawner_sections, "cmd", ["jupyterhub-singleuser"])
 if isinstance(cmd, str):
     cmd = [cmd]
 out["spawner_cmd"] = list(cmd) if cmd else ["jupyterhub-singleuser"]
-auth_sections = [c.rsplit(".", 1)[-1] for c in out["authenticator"].get("mro", [])] or ["Authenticator"]
+auth_mro = out["authenticator"].get("mro", [])
+auth_sections = [c.rsplit(".", 1)[-1] for c in auth_mro] or ["Authenticator"]
 users = set()
 for key in ("allowed_users", "admin_users"):
     v = trait(auth_sections, key, set())
@@ -458,7 +459,7 @@ def http_get(url: str, headers: dict[str, str] | None = None,
         import ssl
 
         ctx = ssl.create_default_context()
-        if ports.overlaps_any_loopback(host):
+        if _is_local_host(host):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         kw["context"] = ctx
@@ -802,7 +803,7 @@ def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[
         return [_f("jupyterhub.singleuser", "jupyterhub", "error",
                    f"the single-user server command {first!r} is not found",
                    f"Spawner.cmd = {cmd!r}; searched {search_path()}",
-                   f"install jupyterhub (same version as the hub) and jupyterlab into the "
+                   "install jupyterhub (same version as the hub) and jupyterlab into the "
                    "users' environment, or set c.Spawner.cmd to the absolute path of its "
                    "jupyterhub-singleuser", True)]
     if not os.access(exe, os.X_OK):
@@ -933,7 +934,7 @@ def _state_dir_findings(ctx: Ctx, preflight: bool) -> list[Finding]:
     for path in ctx.files.all():
         out += _secret_findings(path, acct)
     db = sd / "jupyterhub.sqlite"
-    if db.is_file():
+    if db.is_file() and mode & 0o001:  # others can enter the state dir
         dmode = stat.S_IMODE(db.stat().st_mode)
         if dmode & 0o006:
             out.append(_f("files.db", "files", "warning",
@@ -969,7 +970,7 @@ def _secret_findings(path: Path, acct: Account) -> list[Finding]:
     if not stat.S_ISREG(st.st_mode):
         return [_f(id, "files", "error", f"{path} is not a regular file",
                    f"mode {stat.filemode(st.st_mode)}",
-                   f"remove it; hubsvc creates a fresh one at the next start", True)]
+                   "remove it; hubsvc creates a fresh one at the next start", True)]
     out: list[Finding] = []
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
@@ -1160,12 +1161,11 @@ def direct_hub_clients(ctx: Ctx) -> list[Finding]:
     hub_tree: set[int] = set()
     if hub_holder is not None and hub_holder.pid is not None:
         hub_tree = set(ports.iter_pids_of_tree(hub_holder.pid))
-    me = set(ports.iter_pids_of_tree(os.getpid()))
+    me = os.getpid()  # the doctor's own probes
     strangers: list[str] = []
     for c in conns:
         if c.peer_pid is not None and (c.peer_pid in proxy_pids or c.peer_pid in hub_tree
-                                       or c.peer_pid in ctx.our_pids or c.peer_pid in me
-                                       and c.peer_pid == os.getpid()):
+                                       or c.peer_pid in ctx.our_pids or c.peer_pid == me):
             continue
         if c.peer_pid is None and c.peer_local:
             continue  # a local peer we cannot identify: not enough to accuse anyone

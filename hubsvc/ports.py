@@ -295,3 +295,71 @@ def iter_pids_of_tree(root: int, proc: Path = PROC) -> Iterator[int]:
             except OSError:
                 continue
             stack.extend(int(k) for k in kids if k.isdigit())
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An established TCP connection whose server side is a local listening port."""
+
+    local: str  # "addr:port" of the server side
+    peer: str  # "addr:port" of the client
+    peer_local: bool  # the client is on this host (its socket is in our tables)
+    peer_pid: int | None  # the client's process, when on this host and identifiable
+
+
+_ESTABLISHED = "01"
+
+
+def _raw_rows(proc: Path = PROC) -> list[tuple[IPAddress, int, IPAddress, int, str, int]]:
+    rows = []
+    for name, v6 in (("tcp", False), ("tcp6", True)):
+        try:
+            text = (proc / "net" / name).read_text()
+        except OSError:
+            continue
+        dec = _decode_v6 if v6 else _decode_v4
+        for line in text.splitlines()[1:]:
+            f = line.split()
+            if len(f) < 10:
+                continue
+            try:
+                la, _, lp = f[1].partition(":")
+                ra, _, rp = f[2].partition(":")
+                rows.append((dec(la), int(lp, 16), dec(ra), int(rp, 16), f[3], int(f[9])))
+            except ValueError:
+                continue
+    return rows
+
+
+def _same(a: IPAddress, b: IPAddress) -> bool:
+    return a == b or (_v4_view(a) is not None and _v4_view(a) == _v4_view(b))
+
+
+def connections_to(port: int, proc: Path = PROC) -> list[Connection]:
+    """Established connections accepted on local `port`, with the client's pid if local."""
+    rows = _raw_rows(proc)
+    est = [r for r in rows if r[4] == _ESTABLISHED]
+    served = [r for r in est if r[1] == port]
+    pairs: list[tuple[tuple[IPAddress, int, IPAddress, int, str, int], int | None]] = []
+    for srv in served:
+        peer_inode = None
+        for r in est:
+            if r[1] == srv[3] and r[3] == port and _same(r[0], srv[2]) and _same(r[2], srv[0]):
+                peer_inode = r[5]
+                break
+        # the client side of a connection we also see listed as served (port == port) is
+        # the same connection seen from the other end only if ports match both ways
+        if srv[3] == port and peer_inode is None:
+            continue
+        pairs.append((srv, peer_inode))
+    owners = _socket_owners({i for _, i in pairs if i}, proc)
+    out = []
+    for srv, ino in pairs:
+        la, lp, ra, rp = srv[0], srv[1], srv[2], srv[3]
+        out.append(Connection(
+            local=f"{_fmt_host(str(la))}:{lp}",
+            peer=f"{_fmt_host(str(ra))}:{rp}",
+            peer_local=ino is not None or ra.is_loopback,
+            peer_pid=owners.get(ino) if ino else None,
+        ))
+    return out
