@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -768,12 +769,25 @@ async def probe_spawn(
             timings["spawn_request"] = (time.monotonic() - ts) * 1000
         if not (server or {}).get("ready"):
             ts = time.monotonic()
-            state, spawn_message = await hub.progress(user, deadline)
+            watcher = asyncio.create_task(_watch_server_env(hub, client, user, deadline))
+            try:
+                state, spawn_message = await hub.progress(user, deadline)
+            finally:
+                watcher.cancel()
+                env_ev = await asyncio.gather(watcher, return_exceptions=True)
+            hub_ev = env_ev[0] if isinstance(env_ev[0], list) else []
             timings["spawn_wait"] = (time.monotonic() - ts) * 1000
             if state == "failed" or state == "stopped":
                 msg = spawn_message or "the server stopped while starting"
                 cause, fix = classify_spawn_failure(msg)
-                return Verdict(user, "spawn_failed", cause, msg, fix=fix,
+                evidence = [f"the hub's progress API: {msg}"]
+                if hub_ev:
+                    cause = "hub_unreachable"
+                    fix = ("make the hub's API reachable from the server: set "
+                           "c.JupyterHub.hub_connect_url (or Spawner.hub_connect_url) to an "
+                           "address the server can connect to")
+                    evidence += hub_ev
+                return Verdict(user, "spawn_failed", cause, msg, evidence=evidence, fix=fix,
                                spawn_message=msg, timings_ms=timings)
             if state == "timeout":
                 return Verdict(
@@ -817,6 +831,47 @@ async def probe_spawn(
     verdict.timings_ms = {**timings, **verdict.timings_ms,
                           "total": (time.monotonic() - t0) * 1000}
     return verdict
+
+
+async def _watch_server_env(hub: HubAPI, client: httpx.AsyncClient, user: str,
+                            deadline: float) -> list[str]:
+    """While a server starts: if the spawner runs it on this machine (its state has a pid
+    we can read), check that the hub API URL it was given answers. Evidence, or []."""
+    checked: set[str] = set()
+    for _ in range(600):  # bounded: 0.5 s steps, and by the deadline
+        if time.monotonic() >= deadline:
+            return []
+        try:
+            r = await hub.call("GET", f"users/{quote(user)}", limit_s=3.0)
+            srv = (r.json().get("servers") or {}).get("") or {}
+        except (httpx.HTTPError, ValueError):
+            srv = {}
+        pid = (srv.get("state") or {}).get("pid")
+        api_url = _environ_of(pid).get("JUPYTERHUB_API_URL") if pid else None
+        if api_url and api_url not in checked:
+            checked.add(api_url)
+            try:
+                await client.get(api_url.rstrip("/") + "/", timeout=2.0)
+            except httpx.HTTPError as e:
+                return [
+                    f"the server (pid {pid}) was given JUPYTERHUB_API_URL={api_url}, and "
+                    f"that address does not answer from this machine ({type(e).__name__})"
+                ]
+        await asyncio.sleep(0.5)
+    return []
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    try:
+        raw = open(f"/proc/{int(pid)}/environ", "rb").read()
+    except (OSError, ValueError, TypeError):
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
 
 
 def _api_message(r: httpx.Response) -> str:
@@ -889,3 +944,48 @@ def _add_warnings(v: Verdict, facts: Facts) -> None:
             f"hub {facts.hub_version}; install jupyterhub=={facts.hub_version} in the user "
             "environment (a loop would end after 2 redirects instead of 4)"
         )
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+
+def add_arguments(p: Any) -> None:
+    """Options of `hubsvc probe-spawn` (argparse)."""
+    p.add_argument("--user", required=True, help="the hub user whose flow to walk")
+    p.add_argument("--no-start", action="store_true",
+                   help="only inspect: do not start the server if it is not running")
+    p.add_argument("--no-repair", action="store_true",
+                   help="diagnose only: do not re-sync the proxy's routes")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="give up after S seconds in all (default 120)")
+    p.add_argument("--url", default=None, metavar="URL",
+                   help="start the walk at URL (e.g. the address a user reported) instead "
+                        "of the user's server on the public URL")
+    p.add_argument("--password-file", default=None, metavar="PATH",
+                   help="log in through the hub's form with the password in PATH and walk "
+                        "with cookies only, like a browser (default: a 5-minute token)")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+
+
+async def run_cli(cfg: Config, args: Any) -> int:
+    """`hubsvc probe-spawn`: print the verdict, return the exit code (0/1/2/78)."""
+    import sys
+
+    if args.timeout <= 0 or args.timeout > 3600:
+        print("hubsvc probe-spawn: --timeout must be in (0, 3600]", file=sys.stderr)
+        return EX_CONFIG
+    password = None
+    if args.password_file:
+        try:
+            password = read(Path(args.password_file))
+        except OSError as e:
+            print(f"hubsvc probe-spawn: --password-file: {e}", file=sys.stderr)
+            return EX_CONFIG
+    try:
+        v = await probe_spawn(cfg, args.user, start=not args.no_start, timeout_s=args.timeout,
+                              repair=not args.no_repair, entry_url=args.url, password=password)
+    except ProbeUsageError as e:
+        print(f"hubsvc probe-spawn: {e}", file=sys.stderr)
+        return EX_CONFIG
+    print(v.to_json() if args.json else v.render_text())
+    return v.exit_code
