@@ -343,7 +343,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError([Problem(str(p), f"is not UTF-8 text ({e.reason})", "save it as UTF-8")]) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([Problem(str(p), f"is not valid TOML: {e}", "fix the syntax at that line")]) from None
+        problem = Problem(str(p), f"is not valid TOML: {e}", "fix the syntax at that line")
+        raise ConfigError([problem]) from None
     source = p.resolve()
     _anchor_paths(data, source.parent)
     return parse(data, source=source)

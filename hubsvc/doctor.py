@@ -791,12 +791,13 @@ def _local_users_findings(ctx: Ctx, probe: dict[str, Any]) -> list[Finding]:
 def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[Finding]:
     cmd = probe.get("spawner_cmd") or ["jupyterhub-singleuser"]
     mro = (probe.get("spawner") or {}).get("mro", [])
-    if not any(c.startswith("jupyterhub.spawner.") for c in mro[:-3] if "Local" in c):
-        if "jupyterhub.spawner.LocalProcessSpawner" not in mro:
-            return [_f("jupyterhub.singleuser", "jupyterhub", "skipped",
-                       "jupyterhub-singleuser: not checked for "
-                       f"{(probe.get('spawner') or {}).get('class', 'this spawner')}",
-                       "its servers run in an environment this host may not see")]
+    on_this_host = ("jupyterhub.spawner.LocalProcessSpawner" in mro
+                    or any(c.startswith("systemdspawner.") for c in mro))
+    if not on_this_host:
+        return [_f("jupyterhub.singleuser", "jupyterhub", "skipped",
+                   "jupyterhub-singleuser: not checked for "
+                   f"{(probe.get('spawner') or {}).get('class', 'this spawner')}",
+                   "its servers may run in an environment this host does not see")]
     first = cmd[0]
     exe = Path(first) if first.startswith("/") else resolve_command(first)
     if exe is None:
@@ -1219,6 +1220,8 @@ def check_service(ctx: Ctx) -> list[Finding]:
                               f"find why in the logs around the last failure: {lf}"))
             else:
                 out.append(_f(f"service.{name}", "service", "ok", f"{name} ready", ev))
+    if st is not None and ctx.supervisor_alive:
+        out += _loop_findings(ctx, st.get("redirect_loops") or [])
     # live probes: only when something listens where hubsvc's components would
     eps = _endpoints(cfg)
     live = any(ports.port_holder(eps[k].host, eps[k].port) for k in ("api", "hub", "public"))
@@ -1283,6 +1286,33 @@ def check_service(ctx: Ctx) -> list[Finding]:
                       "the hub to re-sync (see service.routes)"))
     if routes is not None:
         out += _route_findings(ctx, routes, r["servers"])
+    return out
+
+
+def _loop_findings(ctx: Ctx, loops: list[Any]) -> list[Finding]:
+    """Redirect-loop episodes the supervisor saw in the hub's log (status.json)."""
+    out: list[Finding] = []
+    for ep in loops:
+        if not isinstance(ep, dict):
+            continue
+        user, cause = ep.get("user", "?"), ep.get("cause", "")
+        ev = f"user {user}: {ep.get('url', '')} ({ep.get('count', '?')} redirects); " \
+             f"{ep.get('detail', '')}"
+        if cause == "private_address":
+            out.append(_f(f"entry.private_address.{user}", "entry point", "error",
+                          f"{user} reached the hub's private address instead of the proxy "
+                          "(the classic wrong entry point): a redirect loop", ev,
+                          f"open {ctx.users_url} instead (proxy.public_url), not "
+                          f"{ctx.cfg.hub_bind.origin}/"))
+        elif cause == "version_skew":
+            out.append(_f(f"service.loop.{user}", "service", "error",
+                          f"{user}'s server runs another JupyterHub version: a redirect loop",
+                          ev, "install jupyterhub of the hub's version in the users' "
+                          "environment (see jupyterhub.singleuser)"))
+        else:
+            out.append(_f(f"service.loop.{user}", "service", "error",
+                          f"{user} is in a redirect loop ({cause or 'cause unknown'})", ev,
+                          _resync_fix(ctx)))
     return out
 
 

@@ -1,0 +1,18 @@
+"""Each test is marked by the folder it lives in, so every group runs on its own:
+`pytest -m unit`, `-m integration`, `-m system`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_GROUPS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for group in _GROUPS:
+            if group in parts:
+                item.add_marker(getattr(pytest.mark, group))
