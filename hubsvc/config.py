@@ -160,6 +160,9 @@ class Proxy(_Section):
 class Hub(_Section):
     command: str = "jupyterhub"
     bind_url: str = "http://127.0.0.1:8081"
+    # Where users' servers reach the hub's API when that is not bind_url (servers on other
+    # machines, e.g. cluster jobs): JupyterHub's hub_connect_url. Empty: bind_url.
+    connect_url: str | None = None
     config_file: Path | None = Path("/etc/hubsvc/jupyterhub_config.py")
     extra_args: list[str] = []
     start_timeout_s: PositiveSeconds = 60.0
@@ -183,10 +186,36 @@ class Hub(_Section):
             raise ValueError("use 127.0.0.1 (or ::1), not 'localhost', which may resolve to either")
         return v
 
-    @field_validator("config_file", mode="before")
+    @field_validator("config_file", "connect_url", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v in ("", None) else v
+
+    @field_validator("connect_url")
+    @classmethod
+    def _connect_shape(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        ep = parse_endpoint(v)
+        if ep.host in ("0.0.0.0", "::"):
+            raise ValueError(
+                f"{ep.host} is a listening address, not one to connect to; use the host name "
+                "or address users' servers reach the hub at"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _connect_reachable(self) -> Hub:
+        if self.connect_url is None:
+            return self
+        bind, conn = parse_endpoint(self.bind_url), parse_endpoint(self.connect_url)
+        if bind.is_loopback and not conn.is_loopback:
+            raise ValueError(
+                f"the hub listens on loopback only ({self.bind_url}), so servers connecting to "
+                f"{conn.host} cannot reach it; set hub.bind_url to an address they can reach "
+                "(e.g. http://0.0.0.0:8081)"
+            )
+        return self
 
 
 

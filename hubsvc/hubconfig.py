@@ -99,6 +99,8 @@ c.JupyterHub.proxy_class = "jupyterhub.proxy.ConfigurableHTTPProxy"
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = _H["api_url"]
 c.ConfigurableHTTPProxy.auth_token = _secret(_H["proxy_token_file"])
+if _H["hub_connect_url"]:
+    c.JupyterHub.hub_connect_url = _H["hub_connect_url"]
 
 _tmp = _H["overrides_file"] + ".tmp"
 with open(_tmp, "w") as _f:
@@ -111,7 +113,7 @@ def render(cfg: Config, secrets: SecretFiles) -> str:
     rt = cfg.paths.runtime_dir
     settings = {
         "admin_file": str(cfg.hub.config_file) if cfg.hub.config_file else "",
-        "owned": OWNED,
+        "owned": OWNED + ([("JupyterHub", "hub_connect_url")] if cfg.hub.connect_url else []),
         "service": SERVICE_NAME,
         "scopes": SERVICE_SCOPES,
         "service_token_file": str(secrets.hub_api_token),
@@ -120,6 +122,7 @@ def render(cfg: Config, secrets: SecretFiles) -> str:
         "public_url": cfg.proxy.public_url,
         "hub_bind_url": cfg.hub.bind_url,
         "api_url": cfg.proxy.api_url,
+        "hub_connect_url": cfg.hub.connect_url or "",
         "db_url": "sqlite:///" + str(cfg.paths.state_dir / "jupyterhub.sqlite"),
         "overrides_file": str(rt / OVERRIDES_NAME),
     }

@@ -59,6 +59,8 @@ def test_path_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[proxy]\napi_url = \"http://127.0.0.1:8081\"\n", "(top level)", "port 8081"),
         ("[restart]\nbackoff_initial_s = 5\nbackoff_max_s = 1\n", "restart", "backoff_max_s"),
         ("[restart]\nmax_restarts = \"five\"\n", "restart.max_restarts", "integer"),
+        ("[hub]\nconnect_url = \"http://10.0.0.5:8081\"\n", "hub", "loopback only"),
+        ("[hub]\nconnect_url = \"http://0.0.0.0:8081\"\n", "hub.connect_url", "listening address"),
         ("[hub]\nuser_servers_on_stop = \"never\"\n", "hub.user_servers_on_stop", "auto"),
     ],
 )
@@ -106,3 +108,10 @@ def test_base_url_path_on_public_url(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, '[proxy]\npublic_url = "http://[::]:9000/jh"\n'))
     assert cfg.public.path == "/jh/"
     assert cfg.public.url("hub/health") == "http://[::1]:9000/jh/hub/health"
+
+
+def test_connect_url_for_remote_servers(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '[hub]\nbind_url = "http://0.0.0.0:8081"\n'
+                                      'connect_url = "http://head.example:8081"\n'))
+    assert cfg.hub.connect_url == "http://head.example:8081"
+    assert cfg.hub_bind.connect_origin == "http://127.0.0.1:8081"
