@@ -243,6 +243,14 @@ def _shebang(path: Path) -> list[str] | None:
     return parts or None
 
 
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.readline(300).decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
 def _not_executable_candidates(name: str, base: Path | None) -> list[Path]:
     """Files named `name` that exist but lack the exec bit (what "not found" hides)."""
     if "/" in name:
@@ -300,7 +308,7 @@ def _interpreter_findings(id: str, prog: Path, label: str, install: str) -> tupl
     if found is None:
         return [_f(id, "programs", "error",
                    f"{label} needs {interp!r}, which is not on PATH",
-                   f"{prog} starts with #!{' '.join(sb)}; searched {search_path()}",
+                   f"{prog} starts with {_first_line(prog)}; searched {search_path()}",
                    f"install it ({install}) or put it on the PATH the service gets "
                    "(a drop-in with Environment=PATH=... for systemd)", True)], None
     return [_f(id, "programs", "ok", f"{label}: {found}")], found
@@ -1170,7 +1178,7 @@ def direct_hub_clients(ctx: Ctx) -> list[Finding]:
             continue
         if c.peer_pid is None and c.peer_local:
             continue  # a local peer we cannot identify: not enough to accuse anyone
-        who = (f"pid {c.peer_pid} ({(ports.cmdline(c.peer_pid) or '?')[:80]})"
+        who = (f"pid {c.peer_pid} ({' '.join((ports.cmdline(c.peer_pid) or '?').split())[:80]})"
                if c.peer_pid is not None else f"{c.peer} (another host)")
         strangers.append(who)
     if not strangers:

@@ -61,7 +61,7 @@ class Holder:
         where = f"{_fmt_host(self.address)}:{self.port}"
         if self.pid is None:
             return f"an unidentified process of user {self.user} on {where}"
-        cmd = self.cmdline or "?"
+        cmd = " ".join((self.cmdline or "?").split())
         if len(cmd) > 120:
             cmd = cmd[:117] + "..."
         return f"pid {self.pid} ({cmd}) as {self.user} on {where}"
