@@ -1076,7 +1076,14 @@ def check_ports(ctx: Ctx, preflight: bool = False) -> list[Finding]:
                       f"names its unit) or give {field_} a free port", True))
     # what the network can reach
     hub = eps["hub"]
-    if not hub.is_loopback:
+    conn = getattr(ctx.cfg.hub, "connect_url", None)
+    if not hub.is_loopback and conn and not parse_endpoint(conn).is_loopback:
+        out.append(_f("ports.hub_exposure", "ports", "ok",
+                      "the hub's own port is reachable from the network, for users' servers "
+                      f"at hub.connect_url {conn}",
+                      "keep it firewalled from users' browsers: their entry point is "
+                      "proxy.public_url"))
+    elif not hub.is_loopback:
         out.append(_f("ports.hub_exposure", "ports", "warning",
                       "the hub's own port is reachable from the network",
                       f"hub.bind_url = {hub.origin}: users can bypass the proxy and get "
@@ -1246,6 +1253,10 @@ def check_service(ctx: Ctx) -> list[Finding]:
                                      {"Authorization": f"token {ctx.hub_token}"})
                             if ctx.hub_token else RuntimeError(ctx.token_error or "no token")),
     }
+    conn = getattr(cfg.hub, "connect_url", None)
+    if conn:
+        conn_url = parse_endpoint(conn).url(ctx.hub_prefix.lstrip("/") + "hub/api/")
+        jobs["connect"] = lambda: http_get(conn_url)
     with cf.ThreadPoolExecutor(len(jobs)) as ex:
         futs = {k: ex.submit(fn) for k, fn in jobs.items()}
         r = {k: f.result() for k, f in futs.items()}
@@ -1292,6 +1303,18 @@ def check_service(ctx: Ctx) -> list[Finding]:
                       f"GET /_chp_healthz → {desc(cz)}",
                       "the hub's route may be missing from the proxy: restart hubsvc, or ask "
                       "the hub to re-sync (see service.routes)"))
+    if "connect" in r:
+        cr = r["connect"]
+        if isinstance(cr, Reply) and cr.status == 200:
+            out.append(_f("service.connect_url", "service", "ok",
+                          f"users' servers can reach the hub at {conn}"))
+        else:
+            out.append(_f("service.connect_url", "service", "error",
+                          f"the hub does not answer at hub.connect_url {conn}: users' "
+                          "servers cannot reach it (spawns time out)",
+                          f"GET {conn_url} → {desc(cr)} (from this host)",
+                          "make hub.bind_url listen on an address that connect_url reaches, "
+                          "and open that port to the machines servers run on"))
     if routes is not None:
         out += _route_findings(ctx, routes, r["servers"])
     return out

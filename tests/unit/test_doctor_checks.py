@@ -1,0 +1,234 @@
+"""hubsvc.doctor: the pure parts (parsers, report, exit codes) and file checks on real
+temporary files. The failures against real programs live in tests/integration."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hubsvc import config, doctor
+from hubsvc.doctor import Account, Finding, Reply
+
+pytestmark = pytest.mark.unit
+
+
+def _cfg(tmp_path: Path, **sections: dict[str, object]) -> config.Config:
+    data: dict[str, dict[str, object]] = {
+        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
+        "hub": {"config_file": ""},
+    }
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v)
+    return config.parse(data, source=tmp_path / "hubsvc.toml")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- systemd parsing ----------------------------------------------------------------------
+def test_parse_systemctl_show() -> None:
+    got = doctor.parse_systemctl_show("LoadState=loaded\nUser=\nDropInPaths=/a.conf /b.conf\n")
+    assert got == {"LoadState": "loaded", "User": "", "DropInPaths": "/a.conf /b.conf"}
+
+
+def test_failed_units() -> None:
+    assert doctor.failed_units_findings("")[0].severity == "ok"
+    f = doctor.failed_units_findings(
+        "hubsvc.service loaded failed failed JupyterHub behind ...\n")[0]
+    assert f.severity == "error" and "hubsvc.service" in f.evidence
+    assert "reset-failed" in f.fix
+
+
+def test_dropins_that_override_settings(tmp_path: Path) -> None:
+    a = tmp_path / "10-env.conf"
+    a.write_text("[Service]\nEnvironment=PATH=/opt/node/bin:/usr/bin\n# Restart=no\n")
+    b = tmp_path / "20-desc.conf"
+    b.write_text("[Unit]\nDescription=ours\n")
+    f = doctor.dropin_findings(f"{a} {b}")[0]
+    assert f.severity == "warning"
+    assert f"{a}: Environment=PATH=/opt/node/bin:/usr/bin" in f.evidence
+    assert "Restart" not in f.evidence  # a comment is not a setting
+    assert doctor.dropin_findings(str(b))[0].severity == "ok"
+    assert doctor.dropin_findings("")[0].severity == "ok"
+
+
+def test_systemd_absent_is_skipped(tmp_path: Path) -> None:
+    if doctor.systemd_running():
+        pytest.skip("systemd is running here")
+    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    f = doctor.check_systemd(ctx)
+    assert [(x.id, x.severity, x.what) for x in f] == [
+        ("systemd", "skipped", "systemd not running")]
+
+
+# ---- the admin's JupyterHub config ----------------------------------------------------------
+def test_owned_lines(tmp_path: Path) -> None:
+    p = tmp_path / "jupyterhub_config.py"
+    p.write_text("c = get_config()\n\nc.JupyterHub.bind_url = 'http://:9000'\n"
+                 "c.JupyterHub.hub_port += 1\nc.Spawner.cmd = ['x']\n")
+    got = doctor._owned_lines(p)
+    assert got[("JupyterHub", "bind_url")] == 3
+    assert got[("JupyterHub", "hub_port")] == 4
+    assert got[("Spawner", "cmd")] == 5
+    (tmp_path / "bad.py").write_text("c.JupyterHub.bind_url = (\n")
+    assert doctor._owned_lines(tmp_path / "bad.py") == {}
+
+
+# ---- file permissions for another account -------------------------------------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="the files must belong to someone else than nobody")
+def test_access_as_another_account() -> None:
+    nobody = Account.from_name("nobody", "test")
+    assert nobody is not None
+    tmp_path = Path(tempfile.mkdtemp(prefix="hubsvc-doctor-"))  # pytest's tmp is 0700
+    try:
+        _access_cases(tmp_path, nobody)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _access_cases(tmp_path: Path, nobody: Account) -> None:
+    tmp_path.chmod(0o755)
+    open_file = tmp_path / "open.py"
+    open_file.write_text("")
+    open_file.chmod(0o644)
+    private = tmp_path / "private.py"
+    private.write_text("")
+    private.chmod(0o600)
+    closed_dir = tmp_path / "closed"
+    closed_dir.mkdir(mode=0o700)
+    inside = closed_dir / "f.py"
+    inside.write_text("")
+    inside.chmod(0o644)
+    assert doctor.access_as(open_file, nobody, 4) == (True, "")
+    ok, why = doctor.access_as(private, nobody, 4)
+    assert not ok and "mode 0600" in why
+    ok, why = doctor.access_as(inside, nobody, 4)
+    assert not ok and f"cannot enter {closed_dir}" in why
+    # group read is enough when the account is in the group
+    private.chmod(0o640)
+    os.chown(private, 0, nobody.gid)
+    assert doctor.access_as(private, nobody, 4)[0]
+
+
+def test_secret_checks(tmp_path: Path) -> None:
+    me = Account.from_uid(os.geteuid(), "test")
+    s = tmp_path / "proxy_auth_token"
+    assert doctor._secret_findings(s, me)[0].severity == "ok"  # created at first start
+    s.write_text("x\n")
+    s.chmod(0o600)
+    assert [f.severity for f in doctor._secret_findings(s, me)] == ["ok"]
+    s.chmod(0o640)
+    f = doctor._secret_findings(s, me)[0]
+    assert f.severity == "error" and "mode 0640" in f.evidence and "chmod 0600" in f.fix
+    s.unlink()
+    s.symlink_to("/etc/hostname")
+    f = doctor._secret_findings(s, me)[0]
+    assert f.severity == "error" and "not a regular file" in f.what
+
+
+def test_world_writable_state_dir(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    cfg.paths.state_dir.mkdir()
+    cfg.paths.state_dir.chmod(0o777)
+    ctx = doctor._make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
+    f = {x.id: x for x in doctor.check_files(ctx)}
+    assert f["files.state_dir"].severity == "error"
+    assert "writable by everyone" in f["files.state_dir"].what
+    assert "chmod 0700" in f["files.state_dir"].fix
+
+
+# ---- entry point --------------------------------------------------------------------------------
+def test_hub_port_url_is_flagged_even_when_nothing_answers(tmp_path: Path) -> None:
+    hub_port = _free_port()
+    cfg = _cfg(tmp_path, hub={"bind_url": f"http://127.0.0.1:{hub_port}"},
+               proxy={"public_url": "http://127.0.0.1:18000"})
+    ctx = doctor._make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
+    f = doctor.check_entry_url(ctx, f"http://localhost:{hub_port}/hub/")[0]
+    assert f.severity == "error"
+    assert "hub's private address" in f.what
+    assert "open http://127.0.0.1:18000/ instead" in f.fix
+
+
+def test_hub_exposed_to_the_network_is_a_warning(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, hub={"bind_url": f"http://0.0.0.0:{_free_port()}"})
+    ctx = doctor._make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
+    f = {x.id: x for x in doctor.check_ports(ctx)}
+    assert f["ports.hub_exposure"].severity == "warning"
+    assert "127.0.0.1" in f["ports.hub_exposure"].fix
+
+
+# ---- routes vs servers (the comparison only) ------------------------------------------------------
+def test_route_comparison(tmp_path: Path) -> None:
+    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    routes = {"/": {"hub": True, "target": "http://127.0.0.1:8081"},
+              "/user/alice": {"user": "alice", "target": "http://127.0.0.1:5000"}}
+    users = [{"name": "alice", "servers": {"": {"ready": True, "url": "/user/alice/"}}},
+             {"name": "bob", "servers": {"": {"ready": True, "url": "/user/bob/"},
+                                         "gpu": {"ready": False, "url": "/user/bob/gpu/"}}}]
+    reply = Reply(200, {}, json.dumps(users).encode())
+    f = {x.id: x for x in doctor._route_findings(ctx, routes, reply)}
+    assert f["service.hub_route"].severity == "ok"
+    assert f["service.routes"].severity == "error"
+    assert f["service.routes"].evidence == "missing: bob (/user/bob/)"
+    del routes["/"]
+    f = {x.id: x for x in doctor._route_findings(ctx, routes, reply)}
+    assert f["service.hub_route"].severity == "error"
+
+
+def test_loop_episodes_from_status(tmp_path: Path) -> None:
+    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    f = doctor._loop_findings(ctx, [
+        {"user": "ann", "url": "/hub/user/ann/?redirects=4", "count": 4,
+         "cause": "private_address", "detail": "requests came to the hub's private address"},
+        {"user": "bo", "url": "/hub/user/bo/", "count": 2, "cause": "missing_route",
+         "detail": ""}])
+    assert f[0].id == "entry.private_address.ann" and f[0].severity == "error"
+    assert "instead" in f[0].fix
+    assert f[1].id == "service.loop.bo" and "hub/api/proxy" in f[1].fix
+
+
+# ---- report and exit codes ------------------------------------------------------------------
+def test_report_groups_then_fixes_at_the_end() -> None:
+    fs = [Finding("b.warn", "ports", "warning", "meh", "seen", "do b"),
+          Finding("a.err", "programs", "error", "bad", "ev", "do a", True),
+          Finding("c.ok", "programs", "ok", "fine"),
+          Finding("d.skip", "systemd", "skipped", "systemd not running", "PID 1 is x")]
+    text = doctor.render_text(fs, None, 0.42)
+    body, _, fixes = text.partition("What to fix:")
+    assert body.index("programs") < body.index("ports") < body.index("systemd")
+    assert "1 error(s), 1 warning(s), 1 ok, 1 skipped (0.4 s)" in body
+    assert fixes.index("a.err") < fixes.index("b.warn")  # errors first
+    assert "fix: do a" in fixes and "evidence: ev" in fixes
+    assert "Not checked:" in fixes and "PID 1 is x" in fixes
+    assert doctor.exit_code(fs) == 1
+    assert doctor.exit_code(fs[2:]) == 0
+    assert [b.id for b in doctor.blocking(fs)] == ["a.err"]
+    assert doctor.format_problem(fs[1]) == "  a.err: bad\n      evidence: ev\n      fix: do a"
+
+
+def test_config_errors_exit_78(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    rc = doctor.run_doctor(tmp_path / "missing.toml", as_json=False, out=out, err=err)
+    assert rc == 78
+    assert f"{tmp_path / 'missing.toml'}: no such file" in err.getvalue()
+    assert "fix: create it" in err.getvalue()
+    out = io.StringIO()
+    rc = doctor.run_doctor(tmp_path / "missing.toml", as_json=True, out=out)
+    assert rc == 78 and json.loads(out.getvalue())["config_errors"][0]["message"] == "no such file"
+
+
+def test_unusable_url_exits_78(tmp_path: Path) -> None:
+    err = io.StringIO()
+    rc = doctor.run_doctor(tmp_path / "x.toml", as_json=False, out=io.StringIO(), err=err,
+                           url="ftp://host/")
+    assert rc == 78 and "--url" in err.getvalue()
