@@ -31,7 +31,7 @@ from .policy import RestartTracker
 
 log = structlog.get_logger("hubsvc")
 
-POLL_S = 0.05  # readiness polling while a component starts
+POLL_S = 0.02  # readiness polling while a component starts (cheap loopback requests)
 CHAIN_TIMEOUT_S = 15.0
 
 

@@ -168,6 +168,9 @@ class Instance:
     def start(self, wait_ready: bool = True, timeout: float = 90) -> Instance:
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
+        if self.notify is not None:  # a restart of the same instance
+            self.notify.close()
+        (self.root / "notify.sock").unlink(missing_ok=True)
         self.notify = NotifyListener(self.root / "notify.sock")
         env["NOTIFY_SOCKET"] = str(self.notify.path)
         env["WATCHDOG_USEC"] = "2000000"

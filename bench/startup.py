@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Issue 2 benchmarks, measured side by side in one run; figures printed, nothing asserted.
+
+P1  hubsvc start -> READY=1   vs  a bare script: start CHP, poll its API, start the hub
+    (same generated JupyterHub config), poll /hub/health.            goal ratio <= 1.10
+P2  kill -9 CHP -> a running user's /user/NAME/api/status 200 through the proxy
+                                                                      goal median <= 1.0 s
+P3  kill -9 hub -> /hub/health 200 through the proxy   vs  bare hub exec -> /hub/health
+                                                                      goal <= bare + 0.5 s
+P5  supervisor RSS and CPU while idle                   goal <= 60 MB, <= 0.5 % of a core
+
+Usage: .venv/bin/python bench/startup.py [--runs 5] [--idle 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.integration.hubsvc_harness import Instance, new_root  # noqa: E402
+
+CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
+
+
+def wait_200(url: str, headers: dict[str, str] | None = None, timeout: float = 90) -> float:
+    t0 = time.monotonic()
+    with httpx.Client(trust_env=False, timeout=1) as c:
+        while time.monotonic() - t0 < timeout:
+            try:
+                if c.get(url, headers=headers).status_code == 200:
+                    return time.monotonic() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+    raise TimeoutError(url)
+
+
+def hubsvc_cold_start(inst: Instance) -> float:
+    t0 = time.monotonic()
+    inst.start(wait_ready=False)
+    assert inst.wait_ready(120), inst.log_text()[-2000:]
+    took = time.monotonic() - t0
+    inst.stop()
+    return took
+
+
+def bare_start(inst: Instance) -> tuple[float, float]:
+    """The same two programs started by a plain script; returns (total, hub exec->health)."""
+    token = inst.secret("proxy_auth_token")
+    env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": token,
+           "PATH": f"{JUPYTERHUB.parent}:{os.environ['PATH']}"}
+    env.pop("NOTIFY_SOCKET", None)
+    log = open(inst.root / "bare.log", "ab")
+    t0 = time.monotonic()
+    chp = subprocess.Popen([str(CHP), "--ip", "127.0.0.1", "--port", str(inst.public_port),
+                            "--api-ip", "127.0.0.1", "--api-port", str(inst.api_port),
+                            "--default-target", inst.hub], stdout=log, stderr=log, env=env,
+                           start_new_session=True)
+    hub = None
+    try:
+        wait_200(f"{inst.api}/api/routes", {"Authorization": f"token {token}"})
+        t_hub = time.monotonic()
+        hub = subprocess.Popen([str(JUPYTERHUB), "--config", str(inst.run_dir / "jupyterhub_config.py")],
+                               stdout=log, stderr=log, env=env, cwd=inst.state,
+                               start_new_session=True)
+        wait_200(f"{inst.hub}/hub/health")
+        t1 = time.monotonic()
+        return t1 - t0, t1 - t_hub
+    finally:
+        for p in (hub, chp):
+            if p is not None:
+                p.terminate()
+                p.wait(30)
+        log.close()
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--idle", type=float, default=60.0)
+    args = ap.parse_args()
+    inst = Instance(new_root("hubsvc-bench-"),
+                    overrides={"health": {"interval_s": 2.0, "timeout_s": 1.0}})
+    try:
+        # warm-up: creates the database, secrets and the generated config
+        hubsvc_cold_start(inst)
+        p1_hubsvc, p1_bare, bare_hub = [], [], []
+        for _ in range(args.runs):  # interleaved, so drift hits both alike
+            p1_hubsvc.append(hubsvc_cold_start(inst))
+            total, hub_only = bare_start(inst)
+            p1_bare.append(total)
+            bare_hub.append(hub_only)
+
+        inst.start()
+        inst.spawn("bench")
+        token = inst.user_token("bench")
+        status_url = f"/user/bench/api/status"
+        p2, p3 = [], []
+        for _ in range(args.runs):
+            os.kill(inst.pid("proxy"), signal.SIGKILL)
+            p2.append(inst.wait_public(status_url, token, 200, timeout=30))
+            inst.wait_status(lambda s: s["ready"], 30)
+        for _ in range(args.runs):
+            old = inst.pid("hub")
+            os.kill(old, signal.SIGKILL)
+            t0 = time.monotonic()
+            # first wait for the old hub to be gone from the proxy's point of view
+            inst.wait_status(lambda s, old=old: s["components"]["hub"]["pid"] != old, 30)
+            wait_200(f"{inst.public}/hub/health", timeout=90)
+            p3.append(time.monotonic() - t0)
+            inst.wait_status(lambda s: s["ready"], 60)
+
+        pid = inst.proc.pid
+        time.sleep(2)
+        cpu0, t0 = proc_cpu_s(pid), time.monotonic()
+        time.sleep(args.idle)
+        cpu = (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+        rss = proc_rss_mb(pid)
+    finally:
+        inst.cleanup()
+
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
+          f"Python {platform.python_version()}, runs={args.runs}")
+    r = med(p1_hubsvc) / med(p1_bare)
+    print(f"P1 start->ready   hubsvc median {med(p1_hubsvc):.3f}s  bare {med(p1_bare):.3f}s  "
+          f"ratio {r:.3f}  (goal <= 1.10)")
+    print(f"P2 CHP kill -> user route 200   median {med(p2):.3f}s  max {max(p2):.3f}s  (goal <= 1.0s)")
+    print(f"P3 hub kill -> /hub/health 200 via proxy  median {med(p3):.3f}s  "
+          f"bare hub start {med(bare_hub):.3f}s  difference {med(p3) - med(bare_hub):+.3f}s  "
+          f"(goal <= +0.5s)")
+    print(f"P5 supervisor idle {args.idle:g}s: RSS {rss:.1f} MB (goal <= 60), "
+          f"CPU {cpu:.3f} % of a core (goal <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
