@@ -1156,6 +1156,18 @@ def _is_local_host(host: str) -> bool:
     return False
 
 
+def _is_user_server(pid: int) -> bool:
+    """A single-user server talks to the hub's API legitimately."""
+    cmd = ports.cmdline(pid) or ""
+    if "jupyterhub-singleuser" in cmd or "jupyterhub.singleuser" in cmd:
+        return True
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return b"\0JUPYTERHUB_API_URL=" in b"\0" + env
+
+
 def direct_hub_clients(ctx: Ctx) -> list[Finding]:
     """Open connections to the hub's port from something other than CHP or hubsvc.
 
@@ -1185,6 +1197,8 @@ def direct_hub_clients(ctx: Ctx) -> list[Finding]:
             continue
         if c.peer_pid is None and c.peer_local:
             continue  # a local peer we cannot identify: not enough to accuse anyone
+        if c.peer_pid is not None and _is_user_server(c.peer_pid):
+            continue  # a user's server started elsewhere (SystemdSpawner …) calling the API
         who = (f"pid {c.peer_pid} ({' '.join((ports.cmdline(c.peer_pid) or '?').split())[:80]})"
                if c.peer_pid is not None else f"{c.peer} (another host)")
         strangers.append(who)
