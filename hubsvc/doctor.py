@@ -53,7 +53,7 @@ EX_CONFIG = 78
 
 # Versions hubsvc is built and tested against.
 CHP_SUPPORTED_MAJORS = (4, 5)
-NODE_MIN_MAJOR = 20  # configurable-http-proxy 5.x declares node >= 20
+NODE_MIN_MAJOR = 18  # CHP 5.x declares node >= 20, measured to work on 18.20 and 20
 HUB_SUPPORTED_MAJORS = (6,)
 SPACE_ERROR_BYTES = 50 * 2**20
 SPACE_WARN_BYTES = 500 * 2**20

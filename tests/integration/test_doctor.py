@@ -418,3 +418,97 @@ def test_unusable_config_exits_78_with_check_config_words(tmp_path: Path) -> Non
     assert r.returncode == 78
     doc = json.loads(r.stdout)
     assert {p["field"] for p in doc["config_errors"]} == {"proxy.api_url", "proxy.bogus"}
+
+
+# ---- systemd (a real systemd 252 booted with systemd-nspawn) ------------------------------------
+SYSTEM_ROOT = Path(os.environ.get("HUBSVC_SYSTEM_ROOT", "/var/cache/hubsvc-test/bookworm"))
+
+
+@pytest.fixture
+def booted(tmp_path: Path) -> Iterator[Any]:
+    """The cached Debian 12 root (tests/system/mkroot.sh) booted read-only-overlay, with this
+    checkout bound read-only at the same path; yields run(cmd) -> CompletedProcess."""
+    if os.geteuid() != 0 or shutil.which("systemd-nspawn") is None:
+        pytest.skip("needs root and systemd-nspawn")
+    if not (SYSTEM_ROOT / "usr/lib/systemd/systemd").exists():
+        pytest.skip(f"no system root at {SYSTEM_ROOT} (tests/system/mkroot.sh builds it)")
+    log = open(tmp_path / "nspawn.log", "wb")
+    ns = subprocess.Popen(
+        ["systemd-nspawn", "-q", "-D", str(SYSTEM_ROOT), "--volatile=overlay", "-b",
+         "--register=no", "--keep-unit", "--private-network", f"--bind-ro={REPO}:{REPO}",
+         "-M", f"doctor{os.getpid()}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def leader() -> int | None:
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    st = (d / "stat").read_text()
+                    if (int(st.rsplit(")", 1)[1].split()[1]) == ns.pid
+                            and st[st.index("(") + 1:st.rindex(")")] == "systemd"):
+                        return int(d.name)
+        return None
+
+    def run(cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", "-t", str(pid1), "-a", "env", "-i",
+             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "/bin/sh", "-c", cmd],
+            capture_output=True, text=True, timeout=timeout)
+
+    try:
+        deadline = time.monotonic() + 60
+        pid1 = None
+        while time.monotonic() < deadline and ns.poll() is None:
+            pid1 = leader()
+            if pid1 is not None and run("systemctl is-system-running --wait",
+                                        timeout=60).stdout.strip() in ("running", "degraded"):
+                break
+            time.sleep(0.2)
+        assert pid1 is not None, (tmp_path / "nspawn.log").read_text()[-2000:]
+        yield run
+    finally:
+        ns.terminate()  # nspawn powers the container off
+        try:
+            ns.wait(30)
+        except subprocess.TimeoutExpired:
+            ns.kill()
+            ns.wait(10)
+        log.close()
+
+
+@pytest.mark.system
+def test_systemd_unit_enabled_failed_and_dropins(booted: Any) -> None:
+    run = booted
+    cfg = "/tmp/doctor/hubsvc.toml"
+    setup = run("mkdir -p /tmp/doctor && printf '[paths]\\nstate_dir = \"/tmp/doctor/state\"\\n"
+                "runtime_dir = \"/tmp/doctor/run\"\\n[hub]\\nconfig_file = \"\"\\n' > " + cfg
+                + f" && cp {REPO}/units/hubsvc.service /etc/systemd/system/"
+                "&& systemctl daemon-reload")
+    assert setup.returncode == 0, setup.stderr
+
+    def doctor_inside() -> dict[str, dict[str, Any]]:
+        r = run(f"{PY} -m hubsvc.doctor --config {cfg} --json")
+        return by_id(json.loads(r.stdout))
+
+    f = doctor_inside()
+    assert f["systemd.enabled"]["severity"] == "warning"
+    assert "systemctl enable --now hubsvc" in f["systemd.enabled"]["fix"]
+    assert f["systemd.failed"]["severity"] == "ok"
+    assert f["systemd.dropins"]["severity"] == "ok"
+    assert "User= of hubsvc.service" in f["files.account"]["what"]
+
+    # enabled; a drop-in changes Restart= and the account; the start fails
+    run("systemctl enable hubsvc && mkdir -p /etc/systemd/system/hubsvc.service.d && "
+        "printf '[Service]\\nRestart=no\\nUser=nobody\\n' > "
+        "/etc/systemd/system/hubsvc.service.d/override.conf && systemctl daemon-reload")
+    run("systemctl start hubsvc")  # /usr/bin/hubsvc is not installed in this root: it fails
+    f = doctor_inside()
+    assert f["systemd.enabled"]["severity"] == "ok"
+    assert f["systemd.failed"]["severity"] == "error"
+    assert f["systemd.failed"]["evidence"] == "hubsvc.service"
+    d = f["systemd.dropins"]
+    assert d["severity"] == "warning"
+    assert "override.conf: Restart=no" in d["evidence"]
+    assert "override.conf: User=nobody" in d["evidence"]
+    # the drop-in's User= is the account the file checks are made for
+    assert "nobody (uid 65534), User= of hubsvc.service" in f["files.account"]["what"]
