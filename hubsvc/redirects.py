@@ -119,6 +119,7 @@ class Facts:
     hub_target: str | None = None  # target of the hub's own route
     server_version: str | None = None  # X-JupyterHub-Version from the route's target
     target_answers: bool | None = None  # the route's target answered the server's API
+    direct_walk: str | None = None  # how the same path ends on the public URL itself
 
     @property
     def route(self) -> dict[str, Any] | None:
@@ -297,6 +298,24 @@ def diagnose(walk: Walk, facts: Facts) -> Diagnosis:
             f"make every link and the server's base_url start with {facts.public_base} "
             "(proxy.public_url's path); if another proxy is in front, it must pass the "
             "prefix through unchanged",
+        )
+
+    foreign = [i for i, h in enumerate(hops)
+               if origin_of(h.url) not in (facts.public_origin, facts.hub_origin)]
+    if foreign and walk.ended in ("loop", "too_many_redirects"):
+        i = foreign[0]
+        extra = [f"hop {i} ({hops[i].url}) is not on hubsvc's public URL "
+                 f"{facts.public_origin}{facts.public_base}: another proxy is in front"]
+        if facts.direct_walk:
+            extra.append(facts.direct_walk)
+        return Diagnosis(
+            "prefix_mismatch",
+            "the loop happens only through the proxy in front of hubsvc: it changes the "
+            f"path (prefix {facts.public_base}) on the way in, so the hub never sees the URL "
+            "it sent",
+            [*ev, *extra],
+            f"make the front proxy pass {facts.public_base} through unchanged (no prefix "
+            "stripping), or set proxy.public_url to the URL users really open, path included",
         )
 
     # Did a request for the user's server reach the hub instead (the hub's catch-all)?
@@ -754,22 +773,28 @@ async def probe_spawn(
         model = r.json()
         server = (model.get("servers") or {}).get("")
         spawn_message: str | None = None
+        post_msg: str | None = None
+        watcher: asyncio.Task[list[str]] | None = None
         if not server or not (server.get("ready") or server.get("pending")):
             if not start:
                 return Verdict(user, "not_running", "none",
                                f"{user} has no running server (--no-start: not starting one)",
                                fix="start it, or run without --no-start")
             ts = time.monotonic()
-            r = await hub.call("POST", f"users/{quote(user)}/server", json={})
-            if r.status_code not in (201, 202, 400):
-                msg = _api_message(r)
-                cause, fix = classify_spawn_failure(msg)
-                return Verdict(user, "spawn_failed", cause, f"the hub refused to start: {msg}",
-                               fix=fix, spawn_message=msg)
+            watcher = asyncio.create_task(_watch_server_env(hub, client, user, deadline))
+            try:
+                # the hub answers 201 when ready, 202 after its slow_spawn_timeout (10 s)
+                r = await hub.call("POST", f"users/{quote(user)}/server", json={},
+                                   limit_s=max(1.0, min(30.0, deadline - time.monotonic())))
+                if r.status_code not in (201, 202, 400):
+                    post_msg = f"the hub answered {r.status_code}: {_api_message(r)}"
+            except httpx.TimeoutException:
+                pass  # still starting: the progress stream tells the rest
             timings["spawn_request"] = (time.monotonic() - ts) * 1000
         if not (server or {}).get("ready"):
             ts = time.monotonic()
-            watcher = asyncio.create_task(_watch_server_env(hub, client, user, deadline))
+            if watcher is None:
+                watcher = asyncio.create_task(_watch_server_env(hub, client, user, deadline))
             try:
                 state, spawn_message = await hub.progress(user, deadline)
             finally:
@@ -778,7 +803,7 @@ async def probe_spawn(
             hub_ev = env_ev[0] if isinstance(env_ev[0], list) else []
             timings["spawn_wait"] = (time.monotonic() - ts) * 1000
             if state == "failed" or state == "stopped":
-                msg = spawn_message or "the server stopped while starting"
+                msg = spawn_message or post_msg or "the server stopped while starting"
                 cause, fix = classify_spawn_failure(msg)
                 evidence = [f"the hub's progress API: {msg}"]
                 if hub_ev:
@@ -900,6 +925,14 @@ async def _walk_and_judge(client: httpx.AsyncClient, cfg: Config, hub: HubAPI,
     entry = entry_url or (facts.public_origin + (facts.server_path or "/"))
     w = await _walk_once(client, cfg, facts, headers, password, entry, deadline)
     timings: dict[str, float] = {}
+    if w.ended in ("loop", "too_many_redirects") and w.hops and origin_of(w.hops[0].url) not in (
+            facts.public_origin, facts.hub_origin):
+        p = urlsplit(w.hops[0].url)
+        same = facts.public_origin + p.path + (f"?{p.query}" if p.query else "")
+        w2 = await _walk_once(client, cfg, facts, headers, password, same, deadline)
+        end = w2.final.status if w2.final else None
+        facts.direct_walk = (f"the same path on the public URL ({same}) ends {w2.ended} "
+                             f"with {end} after {len(w2.hops)} hops")
     if w.t_first_repeat is not None:
         timings["walk_to_repeat"] = (w.t_first_repeat - w.t_start) * 1000
     if w.ended == "ok" and w.final is not None and (w.final.status or 0) < 400:

@@ -1,0 +1,345 @@
+"""Issue 4 against the real CHP and the real JupyterHub: each named cause reproduced for
+real, the probe's verdict, exit code and repair asserted, and the passive watch's events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hubsvc import config
+from hubsvc.redirects import Verdict, add_arguments, probe_spawn, run_cli
+from hubsvc.routewatch import LoopWatch, check_and_repair, check_routes
+
+from .hubsvc_harness import REPO, TEST_TOKEN, Instance, free_port
+
+pytestmark = pytest.mark.integration
+
+SKEW_VERSION = "5.5.4"
+CACHE = Path(os.environ.get("HUBSVC_TEST_CACHE", Path.home() / ".cache" / "hubsvc-test"))
+
+
+def cfg_of(inst: Instance) -> config.Config:
+    return config.load(inst.config)
+
+
+def probe(inst: Instance, user: str, **kw: Any) -> Verdict:
+    kw.setdefault("timeout_s", 90.0)
+    return asyncio.run(probe_spawn(cfg_of(inst), user, **kw))
+
+
+def cli(inst: Instance, *argv: str) -> int:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return asyncio.run(run_cli(cfg_of(inst), p.parse_args(list(argv))))
+
+
+def delete_route(inst: Instance, user: str) -> None:
+    with httpx.Client(trust_env=False, timeout=5) as c:
+        r = c.delete(f"{inst.api}/api/routes/user/{user}",
+                     headers={"Authorization": f"token {inst.secret('proxy_auth_token')}"})
+    assert r.status_code == 204, r.status_code
+
+
+def create_user(inst: Instance, user: str) -> None:
+    r = inst.api_call("POST", f"users/{user}")
+    assert r.status_code in (201, 409), r.text
+
+
+def skew_venv() -> Path:
+    """A second environment with jupyterhub-singleuser SKEW_VERSION, made once and cached
+    outside the repository (pip from the package registry)."""
+    venv = CACHE / f"jupyterhub-{SKEW_VERSION}"
+    done = venv / ".complete"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
+                            f"jupyterhub=={SKEW_VERSION}", "jupyter_server"],
+                           check=True, timeout=600)
+            done.touch()
+    return venv / "bin" / "jupyterhub-singleuser"
+
+
+# --------------------------------------------------------------------------- healthy
+
+
+def test_healthy_flow_no_false_alarm_over_repeated_probes(hubsvc: Instance) -> None:
+    create_user(hubsvc, "alice")
+    v = probe(hubsvc, "alice", start=True)
+    assert v.outcome == "healthy", v.render_text()
+    assert v.exit_code == 0 and v.chain[-1].status == 200
+    assert v.chain[-1].url.endswith("/user/alice/lab")
+    assert not v.warnings
+    for _ in range(5):
+        v = probe(hubsvc, "alice", start=False)
+        assert (v.outcome, v.exit_code, v.cause) == ("healthy", 0, "none"), v.render_text()
+    cfg = cfg_of(hubsvc)
+
+    async def passive() -> list[Any]:
+        async with httpx.AsyncClient(trust_env=False) as c:
+            return [await check_routes(c, cfg, hubsvc.secret("hubsvc_api_token"))
+                    for _ in range(3)]
+
+    assert asyncio.run(passive()) == [[], [], []]
+    assert "Redirect loop detected" not in hubsvc.log_text()
+    # the probe cleans up the short-lived tokens it minted for alice
+    toks = hubsvc.api_call("GET", "users/alice/tokens").json()
+    assert not [t for t in toks.get("api_tokens", []) if t.get("note") == "hubsvc probe-spawn"]
+
+
+def test_no_start_does_not_spawn(hubsvc: Instance) -> None:
+    create_user(hubsvc, "bob")
+    assert cli(hubsvc, "--user", "bob", "--no-start") == 2
+    srv = (hubsvc.api_call("GET", "users/bob").json().get("servers") or {}).get("")
+    assert not srv
+
+
+def test_bad_usage_exits_78(hubsvc: Instance, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(hubsvc, "--user", "nobody-here") == 78
+    assert "no user 'nobody-here'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- missing route
+
+
+def test_missing_route_loop_found_fast_repaired_and_reprobed(hubsvc: Instance) -> None:
+    hubsvc.spawn("carol")
+    delete_route(hubsvc, "carol")
+    t0 = time.monotonic()
+    v = probe(hubsvc, "carol", start=False, repair=False)
+    took = time.monotonic() - t0
+    assert (v.outcome, v.cause, v.exit_code) == ("loop", "missing_route", 1), v.render_text()
+    assert v.timings_ms["verdict_after_repeat"] < 2000
+    assert took < 2.0  # the hub itself needs ~14 s to answer its 500
+    assert any("no route for /user/carol/" in e for e in v.evidence)
+    assert "redirects=1" in (v.chain[-1].location or "")
+    assert "/user/carol" not in hubsvc.routes()  # --no-repair repaired nothing
+    # passive watch sees the same drift
+    cfg = cfg_of(hubsvc)
+    drifts = asyncio.run(_check(cfg, hubsvc))
+    assert [(d.kind, d.user) for d in drifts] == [("missing", "carol")]
+    # now with repair
+    v = probe(hubsvc, "carol", start=False)
+    assert (v.outcome, v.cause, v.exit_code, v.repaired) == ("repaired", "missing_route", 0,
+                                                            True), v.render_text()
+    assert v.first_chain and v.chain[-1].status == 200
+    assert "POST /hub/api/proxy" in (v.repair or "")
+    assert "/user/carol" in hubsvc.routes()
+    text = v.render_text()
+    assert "LOOP FOUND AND REPAIRED" in text and "chain before repair" in text
+
+
+async def _check(cfg: config.Config, inst: Instance) -> list[Any]:
+    async with httpx.AsyncClient(trust_env=False) as c:
+        return await check_routes(c, cfg, inst.secret("hubsvc_api_token"))
+
+
+def test_passive_watch_repairs_drift_and_loop_log_is_one_episode(hubsvc: Instance) -> None:
+    hubsvc.spawn("dave")
+    cfg = cfg_of(hubsvc)
+    tok = hubsvc.user_token("dave")
+    delete_route(hubsvc, "dave")
+    # a browser stuck in the loop, all the way to the hub's own 500 (~14 s)
+    hops = 0
+    url = f"{hubsvc.public}/user/dave/"
+    with httpx.Client(trust_env=False, timeout=20,
+                      headers={"Authorization": f"token {tok}"}) as c:
+        for _ in range(20):
+            r = c.get(url)
+            hops += 1
+            if not r.is_redirect:
+                break
+            url = str(r.url.join(r.headers["location"]))
+    assert r.status_code == 500 and "Redirect loop detected" in r.text
+    # the hub's log (as hubsvc relays it) -> one episode, not one event per hop
+    lw = LoopWatch(quiet_s=30)
+    eps = [e for e in (lw.feed(ln) for ln in _wait_log(hubsvc, "500 GET /hub/user/dave/"))
+           if e is not None]
+    assert len(eps) == 1, eps
+    ep = eps[0]
+    assert (ep.user, ep.count, ep.cause, ep.ended_by) == ("dave", 4, "missing_route", "hub_500")
+    assert ep.lines >= 4 and ep.event()["event"] == "redirect_loop"
+
+    async def watch() -> Any:
+        async with httpx.AsyncClient(trust_env=False) as c:
+            return await check_and_repair(c, cfg, hubsvc.secret("hubsvc_api_token"))
+
+    res = asyncio.run(watch())
+    assert [(d.kind, d.user, d.found) for d in res.drifts] == [("missing", "dave", None)]
+    assert res.repaired is True and not res.remaining
+    assert res.drifts[0].event()["event"] == "route_drift"
+    assert hubsvc.get_public("/user/dave/api/status", tok) == 200
+
+
+def _wait_log(inst: Instance, needle: str, timeout: float = 10) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = inst.log_text()
+        if needle in text:
+            return text.splitlines()
+        time.sleep(0.1)
+    raise AssertionError(f"{needle!r} not in the log:\n{inst.log_text()[-3000:]}")
+
+
+# --------------------------------------------------------------------------- private address
+
+
+def test_private_address_entry_is_named(hubsvc: Instance) -> None:
+    hubsvc.spawn("erin")
+    v = probe(hubsvc, "erin", start=False, entry_url=f"{hubsvc.hub}/user/erin/")
+    assert (v.outcome, v.cause, v.exit_code) == ("loop", "private_address", 1), v.render_text()
+    assert f"{hubsvc.public}/user/erin/" in v.fix
+    assert v.timings_ms["verdict_after_repeat"] < 2000
+    # the public URL itself is fine: no repair was attempted
+    assert v.repair is None and "/user/erin" in hubsvc.routes()
+
+
+# --------------------------------------------------------------------------- version skew
+
+
+@pytest.fixture(scope="module")
+def skew_singleuser() -> Path:
+    return skew_venv()
+
+
+def test_version_skew_is_reported(make_hubsvc: Any, skew_singleuser: Path) -> None:
+    inst = make_hubsvc(hub_extra=(
+        f"c.Spawner.cmd = [{str(skew_singleuser)!r}]\n"
+        'c.Spawner.default_url = "/api/status"\n'))
+    create_user(inst, "frank")
+    v = probe(inst, "frank", start=True)
+    # the flow works, but the skew is named with the header's evidence
+    assert v.outcome == "healthy" and v.exit_code == 0, v.render_text()
+    assert any(f"jupyterhub-singleuser {SKEW_VERSION}" in w for w in v.warnings), v.warnings
+    assert v.chain[-1].jupyterhub_version == SKEW_VERSION
+    # with a loop, the hub gives up after 2 redirects instead of 4; the probe says why
+    delete_route(inst, "frank")
+    v = probe(inst, "frank", start=False, repair=False)
+    assert (v.outcome, v.cause) == ("loop", "missing_route"), v.render_text()
+
+
+# --------------------------------------------------------------------------- server-side causes
+
+
+SELF_REDIRECTING_SERVER = """
+import http.server, os, urllib.parse
+u = urllib.parse.urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.split("?")[0].rstrip("/").endswith("/api"):
+            body = b'{"version": "0"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(302)
+        self.send_header("Location", self.path)  # a misconfigured server: itself
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer((u.hostname, u.port), H).serve_forever()
+"""
+
+
+def test_server_redirecting_to_itself(make_hubsvc: Any) -> None:
+    inst = make_hubsvc(start=False)
+    script = inst.root / "self_redirecting_server.py"
+    script.write_text(SELF_REDIRECTING_SERVER)
+    inst.hub_extra = f"c.Spawner.cmd = [{sys.executable!r}, {str(script)!r}]\n"
+    inst.write_config()
+    inst.start()
+    create_user(inst, "gina")
+    v = probe(inst, "gina", start=True)
+    assert (v.outcome, v.cause, v.exit_code) == ("loop", "self_redirect", 1), v.render_text()
+    assert "default_url" in v.fix
+
+
+def test_prefix_mismatch(make_hubsvc: Any) -> None:
+    inst = make_hubsvc(start=False)
+    inst.overrides = {"proxy": {"public_url": f"{inst.public}/jhub/"}}
+    inst.write_config()
+    inst.start()
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        r = c.post(f"{inst.hub}/jhub/hub/api/users/hank",
+                   headers={"Authorization": f"token {TEST_TOKEN}"})
+    assert r.status_code == 201, r.text
+    v = probe(inst, "hank", start=True)
+    assert v.outcome == "healthy", v.render_text()
+    # a link without the prefix is put right by the hub itself: no false alarm
+    v = probe(inst, "hank", start=False, entry_url=f"{inst.public}/user/hank/")
+    assert v.outcome == "healthy", v.render_text()
+    # a front proxy (a second, real CHP) that strips /jhub before hubsvc's proxy
+    front_port, front_api = free_port(), free_port()
+    chp = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+    env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN="front-token")
+    front = subprocess.Popen(
+        [str(chp), "--ip", "127.0.0.1", "--port", str(front_port), "--api-ip", "127.0.0.1",
+         "--api-port", str(front_api), "--no-include-prefix", "--log-level", "warn"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    r = c.post(f"http://127.0.0.1:{front_api}/api/routes/jhub",
+                               json={"target": inst.public},
+                               headers={"Authorization": "token front-token"})
+                    if r.status_code == 201:
+                        break
+                time.sleep(0.1)
+        v = probe(inst, "hank", start=False,
+                  entry_url=f"http://127.0.0.1:{front_port}/jhub/user/hank/")
+    finally:
+        front.terminate()
+        front.wait(10)
+    # each pass adds a "hub/" to the path, so no URL repeats: a browser gives up after 20
+    assert (v.outcome, v.cause, v.exit_code) == ("too_many_redirects", "prefix_mismatch", 1), \
+        v.render_text()
+    assert len(v.chain) == 20 and "/jhub/" in v.fix
+    assert any("ends ok with 200" in e for e in v.evidence), v.evidence
+
+
+def test_spawn_failure_message_from_progress_api(make_hubsvc: Any) -> None:
+    inst = make_hubsvc(hub_extra='c.Spawner.cmd = ["/nonexistent/jupyterhub-singleuser"]\n')
+    create_user(inst, "ivan")
+    v = probe(inst, "ivan", start=True)
+    assert (v.outcome, v.exit_code) == ("spawn_failed", 2), v.render_text()
+    assert v.spawn_message and "nonexistent" in v.spawn_message
+
+
+def test_spawn_timeout(make_hubsvc: Any) -> None:
+    inst = make_hubsvc(hub_extra='c.Spawner.cmd = ["/bin/sleep", "120"]\n'
+                                 "c.Spawner.http_timeout = 60\n")
+    create_user(inst, "judy")
+    t0 = time.monotonic()
+    v = probe(inst, "judy", start=True, timeout_s=4)
+    assert (v.outcome, v.exit_code) == ("spawn_timeout", 2), v.render_text()
+    assert time.monotonic() - t0 < 8
+    with contextlib.suppress(httpx.HTTPError):
+        inst.api_call("DELETE", "users/judy/server")
+
+
+def test_hub_unreachable_from_the_server(make_hubsvc: Any) -> None:
+    # a hub_connect_url nothing listens on: the server cannot reach the hub's API
+    inst = make_hubsvc(hub_extra='c.Spawner.hub_connect_url = "http://127.0.0.1:9"\n'
+                                 "c.Spawner.http_timeout = 8\n")
+    create_user(inst, "kate")
+    v = probe(inst, "kate", start=True, timeout_s=60)
+    assert (v.outcome, v.cause, v.exit_code) == ("spawn_failed", "hub_unreachable", 2), \
+        v.render_text()
+    assert any("JUPYTERHUB_API_URL=http://127.0.0.1:9" in e for e in v.evidence)
+    assert "hub_connect_url" in v.fix
