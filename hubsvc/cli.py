@@ -73,20 +73,33 @@ async def _run(cfg: Config, use_journal: bool) -> int:
     for fix in fixes:
         log.warning("secret_permissions", detail=fix,
                     reason="file was readable by others; consider it exposed and rotate it")
-    generated = hubconfig.write(cfg, files)
     keep = cfg.hub.user_servers_on_stop == "keep" or (
         cfg.hub.user_servers_on_stop == "auto" and "INVOCATION_ID" in os.environ)
     async with probes.new_client() as client:
-        specs = [
-            components.proxy_spec(cfg, files, client),
-            components.hub_spec(cfg, generated, client),
-        ]
+
+        def build(c: Config) -> list[components.ComponentSpec]:
+            generated = hubconfig.write(c, files)
+            return [components.proxy_spec(c, files, client),
+                    components.hub_spec(c, generated, client)]
+
+        def reload() -> tuple[Config, list[components.ComponentSpec]]:
+            new = config.load(cfg.source)
+            problems = preflight.static_problems(new)
+            if new.paths != cfg.paths:
+                problems.append(Problem("paths", "cannot change while hubsvc runs",
+                                        "restart hubsvc (systemctl restart hubsvc) to move its state"))
+            problems += preflight.port_problems(new, only_changed_from=sup.cfg)
+            if problems:
+                raise ConfigError(problems)
+            return new, build(new)
+
         sup = Supervisor(
-            cfg, specs, ProcessLauncher(), notifier,
+            cfg, build(cfg), ProcessLauncher(), notifier,
             HubAPI(client, cfg, secrets_mod.read(files.hub_api_token)),
             proxy_token=secrets_mod.read(files.proxy_token),
             keep_user_servers=keep,
             use_journal=use_journal,
+            reloader=reload,
         )
         sup.periodic.append(_overrides_reporter(cfg))
         return await sup.run()

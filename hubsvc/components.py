@@ -4,6 +4,8 @@ nothing about how processes are started."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ class ComponentSpec:
     ready: Probe = field(repr=False)  # answers once the component serves
     alive: Probe = field(repr=False)  # liveness, every health interval
     clean_exit_codes: frozenset[int] = frozenset({0})
+    # Changes when anything that needs a restart to take effect changes (reload compares it)
+    fingerprint: str = ""
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -100,10 +108,13 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> 
         ready=api_ok,
         alive=_public_then_api(public_ok, api_ok),
         clean_exit_codes=frozenset({0, 2}),  # CHP exits 2 on SIGTERM
+        fingerprint=fingerprint(argv, cfg.paths.state_dir),
     )
 
 
 def hub_spec(cfg: Config, generated_config: Path, client: httpx.AsyncClient) -> ComponentSpec:
+    """`generated_config` must already hold what this config renders: its content and the
+    admin's file are part of the fingerprint."""
     command = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)
     argv = [str(command or cfg.hub.command), "--config", str(generated_config),
             *cfg.hub.extra_args]
@@ -121,4 +132,15 @@ def hub_spec(cfg: Config, generated_config: Path, client: httpx.AsyncClient) -> 
         stop_timeout_s=cfg.hub.stop_timeout_s,
         ready=health,
         alive=health,
+        fingerprint=fingerprint(argv, _read_or_none(generated_config),
+                                _read_or_none(cfg.hub.config_file)),
     )
+
+
+def _read_or_none(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None

@@ -27,9 +27,13 @@ class Server:
 class HubAPI:
     def __init__(self, client: httpx.AsyncClient, cfg: Config, token: str, timeout: float = 5.0):
         self.client = client
-        self.base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/"
         self.headers = {"Authorization": f"token {token}"}
         self.timeout = timeout
+        self.retarget(cfg)
+
+    def retarget(self, cfg: Config) -> None:
+        """Follow a reloaded config's hub address."""
+        self.base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/"
 
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:

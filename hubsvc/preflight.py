@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import ports
 from .commands import bundled_dirs, resolve_command, search_path
-from .config import Config, Problem
+from .config import Config, Endpoint, Problem
 
 
 def _dir_problem(field: str, path: Path, mode: int) -> Problem | None:
@@ -91,10 +91,19 @@ def static_problems(cfg: Config) -> list[Problem]:
     return [p for p in found if p is not None]
 
 
-def port_problems(cfg: Config) -> list[Problem]:
+def _endpoints(cfg: Config) -> list[tuple[str, Endpoint]]:
+    return [("proxy.public_url", cfg.public), ("proxy.api_url", cfg.api),
+            ("hub.bind_url", cfg.hub_bind)]
+
+
+def port_problems(cfg: Config, only_changed_from: Config | None = None) -> list[Problem]:
+    """Addresses that cannot be listened on. With `only_changed_from` (a reload), only the
+    addresses that differ from the running config are checked: the others are ours."""
     out: list[Problem] = []
-    for field, ep in (("proxy.public_url", cfg.public), ("proxy.api_url", cfg.api),
-                      ("hub.bind_url", cfg.hub_bind)):
+    running = {(ep.host, ep.port) for _, ep in _endpoints(only_changed_from)} if only_changed_from else set()
+    for field, ep in _endpoints(cfg):
+        if (ep.host, ep.port) in running:
+            continue
         err = ports.bind_error(ep.host, ep.port)
         if err is None:
             continue

@@ -22,7 +22,7 @@ import structlog
 
 from . import probes, status
 from .components import ComponentSpec
-from .config import Config
+from .config import Config, ConfigError
 from .hubapi import HubAPI, HubAPIError
 from .launch import Handle, Launcher
 from .notify import Notifier
@@ -102,6 +102,7 @@ class Supervisor:
         proxy_token: str,
         keep_user_servers: bool,
         use_journal: bool = False,
+        reloader: Callable[[], tuple[Config, list[ComponentSpec]]] | None = None,
     ):
         self.cfg = cfg
         self.launcher = launcher
@@ -119,7 +120,10 @@ class Supervisor:
         self.failure: dict[str, str] | None = None
         self.started_at = time.time()
         self.extra_status: dict[str, object] = {}
-        self._events: asyncio.Queue[tuple[Component, str, bool]] = asyncio.Queue()
+        self.reloader = reloader
+        # ("failure", component, reason, hung) or ("reload", None, "", False)
+        self._events: asyncio.Queue[tuple[str, Component | None, str, bool]] = asyncio.Queue()
+        self._reload_pending = False
         self._stop = asyncio.Event()
         self.periodic: list[Callable[[], Awaitable[None]]] = []  # run every health interval
 
@@ -197,8 +201,14 @@ class Supervisor:
         self._stop.set()
 
     def _on_hup(self) -> None:
-        log.warning("reload_unsupported",
-                    reason="this version reloads nothing on SIGHUP; restart hubsvc to apply changes")
+        if self.reloader is None:
+            log.warning("reload_unsupported", reason="no configuration source to reload")
+            return
+        log.info("reload_requested", signal="SIGHUP")
+        if self.state == "running":
+            self._events.put_nowait(("reload", None, "", False))
+        else:
+            self._reload_pending = True  # applied once the bring-up is done
 
     async def _watchdog(self) -> None:
         interval = self.notify.watchdog_interval_s
@@ -219,10 +229,15 @@ class Supervisor:
         for c in self.components:
             c.monitor = asyncio.create_task(self._monitor(c))
         periodic = asyncio.create_task(self._periodic())
+        if self._reload_pending:
+            self._events.put_nowait(("reload", None, "", False))
         try:
             while True:
-                comp, reason, hung = await self._events.get()
-                await self._recover(comp, reason, hung)
+                kind, comp, reason, hung = await self._events.get()
+                if kind == "reload":
+                    await self._reload()
+                elif comp is not None:
+                    await self._recover(comp, reason, hung)
         finally:
             periodic.cancel()
 
@@ -335,9 +350,9 @@ class Supervisor:
         handle = comp.handle
         exited = asyncio.create_task(handle.wait())
         failures = 0
-        h = self.cfg.health
         try:
             while True:
+                h = self.cfg.health  # re-read: a reload may change it
                 await asyncio.wait({exited}, timeout=h.interval_s)
                 if exited.done():
                     self._report(comp, describe_exit(exited.result()), hung=False)
@@ -364,7 +379,7 @@ class Supervisor:
             exited.cancel()
 
     def _report(self, comp: Component, reason: str, hung: bool) -> None:
-        self._events.put_nowait((comp, reason, hung))
+        self._events.put_nowait(("failure", comp, reason, hung))
 
     async def _periodic(self) -> None:
         while True:
@@ -386,15 +401,58 @@ class Supervisor:
         # A component that failed its probes is hung: it may not act on SIGTERM at all.
         await self._terminate(comp, kill_now=hung)
         await self._back_off(comp, reason)
-        await self._bring_up(comp)
-        if comp.name == "proxy" and self.by_name["hub"].state is State.READY:
-            await self._restore_routes()
-        await self._prove_chain()
-        comp.monitor = asyncio.create_task(self._monitor(comp))
-        self.ready = True
-        self.notify.status(f"ready: {self.cfg.public.origin}{self.cfg.public.path}")
+        await self._rejoin([comp])
         log.info("recovered", component=comp.name, pid=comp.handle.pid if comp.handle else None,
                  restarts=comp.restarts)
+
+    async def _rejoin(self, comps: list[Component]) -> None:
+        """Bring stopped components back in bring-up order, restore routes, prove the chain."""
+        for comp in sorted(comps, key=self.components.index):
+            await self._bring_up(comp)
+            if comp.name == "proxy" and self.by_name["hub"].state is State.READY:
+                await self._restore_routes()
+        await self._prove_chain()
+        for comp in comps:
+            comp.monitor = asyncio.create_task(self._monitor(comp))
+        self.ready = True
+        self.notify.status(f"ready: {self.cfg.public.origin}{self.cfg.public.path}")
+        self.publish()
+
+    async def _reload(self) -> None:
+        """Re-read the config: reject a bad one and keep running; otherwise restart only the
+        components whose effective settings changed."""
+        assert self.reloader is not None
+        self.notify.reloading("reloading configuration")
+        try:
+            cfg, specs = self.reloader()
+        except ConfigError as e:
+            for p in e.problems:
+                log.error("reload_rejected", field=p.field, problem=p.message, fix=p.fix)
+            first = e.problems[0]
+            self.extra_status["last_reload"] = {"ok": False, "at": time.time(),
+                                                "problems": [str(p) for p in e.problems]}
+            self.notify.send("READY=1", f"STATUS=reload failed ({first.field}: {first.message}); "
+                                        "still running the previous configuration")
+            self.publish()
+            return
+        new = {s.name: s for s in specs}
+        changed = [c for c in self.components if c.spec.fingerprint != new[c.name].fingerprint]
+        self.cfg = cfg
+        self.hub_api.retarget(cfg)
+        for c in self.components:
+            c.spec = new[c.name]
+            c.tracker.policy = cfg.restart
+        names = [c.name for c in changed]
+        log.info("reload_applied", restart=names or "nothing")
+        if changed:
+            # reverse order down, bring-up order up: a hub never runs against a missing proxy
+            for c in reversed(changed):
+                self._set(c, State.RESTARTING, f"restarting {c.name}: configuration changed")
+                await self._terminate(c)
+            await self._rejoin(changed)
+        self.extra_status["last_reload"] = {"ok": True, "at": time.time(), "restarted": names}
+        self.notify.send("READY=1", f"STATUS=ready: {cfg.public.origin}{cfg.public.path} "
+                                    f"(reloaded{': restarted ' + ', '.join(names) if names else ''})")
         self.publish()
 
     async def _restore_routes(self) -> None:
