@@ -317,6 +317,17 @@ def test_authenticator_not_importable(make_hubsvc: Any) -> None:
     assert "nosuchpkg" in f["what"] and "ModuleNotFoundError" in f["evidence"]
 
 
+def test_local_process_spawner_users_without_accounts(make_hubsvc: Any) -> None:
+    inst: Instance = make_hubsvc(hub_extra=(
+        'c.JupyterHub.spawner_class = "localprocess"\n'
+        'c.Authenticator.allowed_users = {"root", "nosuch-user-h6"}'), start=False)
+    rc, doc, _ = run_doctor(inst.config)
+    f = by_id(doc)["jupyterhub.users"]
+    assert rc == 1 and f["severity"] == "error", f
+    assert f["evidence"] == "no account for: nosuch-user-h6"
+    assert "useradd -m NAME" in f["fix"]
+
+
 # ---- entry point ------------------------------------------------------------------------------
 def test_request_through_the_hubs_private_port(hubsvc: Instance) -> None:
     # 1. the URL a user reported: the hub's own port
@@ -512,3 +523,7 @@ def test_systemd_unit_enabled_failed_and_dropins(booted: Any) -> None:
     assert "override.conf: User=nobody" in d["evidence"]
     # the drop-in's User= is the account the file checks are made for
     assert "nobody (uid 65534), User= of hubsvc.service" in f["files.account"]["what"]
+    # ... and PAM (the default authenticator) cannot work as nobody
+    pam = f["jupyterhub.pam"]
+    assert pam["severity"] == "error" and "/etc/shadow" in pam["evidence"]
+    assert "run hubsvc as root" in pam["fix"]
