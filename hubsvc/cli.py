@@ -196,6 +196,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+# ---- probe-spawn / doctor ---------------------------------------------------------------
+def cmd_probe_spawn(args: argparse.Namespace) -> int:
+    from . import redirects
+
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        _print_problems(e.problems, str(config.resolve_path(args.config)))
+        return EX_CONFIG
+    return asyncio.run(redirects.run_cli(cfg, args))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.run_doctor(args.config, as_json=args.json, out=sys.stdout, url=args.url)
+
+
 # ---- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -219,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", parents=[common], help="what the running supervisor reports")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+
+    from . import redirects
+
+    ps = sub.add_parser("probe-spawn", parents=[common],
+                        help="walk login -> spawn like a browser; detect and explain redirect loops")
+    redirects.add_arguments(ps)
+    ps.set_defaults(func=cmd_probe_spawn)
+
+    d = sub.add_parser("doctor", parents=[common],
+                       help="find what would break this installation, and how to fix it")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--url", metavar="URL",
+                   help="a URL users open: is it the public entry point or the hub's private port?")
+    d.set_defaults(func=cmd_doctor)
     return p
 
 
