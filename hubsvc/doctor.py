@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -38,7 +39,7 @@ from urllib.parse import urlsplit
 
 from . import hubconfig, ports
 from . import status as status_mod
-from .commands import resolve_command, search_path
+from .commands import bundled_dirs, search_path
 from .config import Config, ConfigError, Endpoint, load, parse_endpoint, resolve_path
 from .secrets import SecretFiles
 
@@ -243,6 +244,50 @@ def _shebang(path: Path) -> list[str] | None:
     return parts or None
 
 
+def service_search_path() -> tuple[str, str]:
+    """The PATH the service's programs are looked up on, and where it comes from.
+
+    Under systemd that is the unit's Environment=PATH=…, else the manager's own PATH
+    (`systemctl show-environment`), never the admin's shell PATH: a node installed in a
+    custom prefix is on the shell's PATH and not on the service's.
+    """
+    if systemd_running():
+        props = _systemctl_show("hubsvc.service", ["LoadState", "Environment"])
+        if props and props.get("LoadState") == "loaded":
+            try:
+                items = shlex.split(props.get("Environment", ""))
+            except ValueError:
+                items = []
+            for item in items:
+                if item.startswith("PATH="):
+                    return item[5:], "Environment=PATH of hubsvc.service"
+        rc, so, _ = _run(["systemctl", "show-environment"], timeout=5)
+        for line in so.splitlines() if rc == 0 else []:
+            if line.startswith("PATH="):
+                return line[5:], "systemd's default PATH (hubsvc.service sets none)"
+    return os.environ.get("PATH", "/usr/bin:/bin"), "the PATH of this shell"
+
+
+def with_bundled(path: str) -> str:
+    """PATH, then hubsvc's own bin/ and node_modules/.bin (as commands.search_path)."""
+    parts = [p for p in path.split(os.pathsep) if p]
+    for d in bundled_dirs():
+        if str(d) not in parts:
+            parts.append(str(d))
+    return os.pathsep.join(parts)
+
+
+def _which(name: str, search: str, base: Path | None = None) -> Path | None:
+    """commands.resolve_command, on an explicit search path."""
+    if "/" in name:
+        p = Path(name)
+        if not p.is_absolute() and base is not None:
+            p = base / p
+        return p if p.is_file() and os.access(p, os.X_OK) else None
+    found = shutil.which(name, path=search)
+    return Path(found) if found else None
+
+
 def _first_line(path: Path) -> str:
     try:
         with open(path, "rb") as f:
@@ -251,7 +296,7 @@ def _first_line(path: Path) -> str:
         return "?"
 
 
-def _not_executable_candidates(name: str, base: Path | None) -> list[Path]:
+def _not_executable_candidates(name: str, base: Path | None, search: str) -> list[Path]:
     """Files named `name` that exist but lack the exec bit (what "not found" hides)."""
     if "/" in name:
         p = Path(name)
@@ -259,7 +304,7 @@ def _not_executable_candidates(name: str, base: Path | None) -> list[Path]:
             p = base / p
         return [p] if p.exists() else []
     out = []
-    for d in search_path().split(os.pathsep):
+    for d in search.split(os.pathsep):
         p = Path(d) / name
         if p.exists() and not os.access(p, os.X_OK):
             out.append(p)
@@ -267,11 +312,11 @@ def _not_executable_candidates(name: str, base: Path | None) -> list[Path]:
 
 
 def _command_findings(id: str, field: str, name: str, base: Path | None, label: str,
-                      install: str) -> tuple[list[Finding], Path | None]:
-    path = resolve_command(name, base)
+                      install: str, search: str) -> tuple[list[Finding], Path | None]:
+    path = _which(name, search, base)
     if path is not None:
         return [_f(id, "programs", "ok", f"{label} found: {path}")], path
-    bad = _not_executable_candidates(name, base)
+    bad = _not_executable_candidates(name, base, search)
     if bad:
         p = bad[0]
         try:
@@ -284,7 +329,7 @@ def _command_findings(id: str, field: str, name: str, base: Path | None, label: 
         return [_f(id, "programs", "error", f"{label} is not executable: {p}",
                    f"{field} = {name!r}; {p} has mode {mode}",
                    f"`chmod 0755 {p}` (or reinstall {label}: {install})", True)], None
-    where = search_path()
+    where = search
     if "/" in name:
         return [_f(id, "programs", "error", f"{label} not found at {name}",
                    f"{field} = {name!r}: no such file",
@@ -297,18 +342,18 @@ def _command_findings(id: str, field: str, name: str, base: Path | None, label: 
                True)], None
 
 
-def _interpreter_findings(id: str, prog: Path, label: str, install: str) -> tuple[
-        list[Finding], Path | None]:
+def _interpreter_findings(id: str, prog: Path, label: str, install: str,
+                          search: str) -> tuple[list[Finding], Path | None]:
     """The '#!' interpreter of a script (node for CHP): found and executable?"""
     sb = _shebang(prog)
     if not sb:
         return [], None
     interp = sb[0]
-    found = resolve_command(interp)
+    found = _which(interp, search)
     if found is None:
         return [_f(id, "programs", "error",
                    f"{label} needs {interp!r}, which is not on PATH",
-                   f"{prog} starts with {_first_line(prog)}; searched {search_path()}",
+                   f"{prog} starts with {_first_line(prog)}; searched {search}",
                    f"install it ({install}) or put it on the PATH the service gets "
                    "(a drop-in with Environment=PATH=... for systemd)", True)], None
     return [_f(id, "programs", "ok", f"{label}: {found}")], found
@@ -333,9 +378,9 @@ def _run(argv: list[str], timeout: float = PROC_TIMEOUT_S,
     return r.returncode, r.stdout, r.stderr
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(search: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = search_path()
+    env["PATH"] = search if search is not None else search_path()
     for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         env.pop(k, None)
     return env
@@ -508,6 +553,8 @@ class Ctx:
     routes: dict[str, Any] | None = None
     routes_error: str | None = None
     hub_probe: dict[str, Any] | None = None
+    search: str = field(default_factory=search_path)  # where the service finds programs
+    path_source: str = "the PATH of this process"
 
     @property
     def hub_prefix(self) -> str:
@@ -534,8 +581,11 @@ def _read_token(path: Path) -> tuple[str | None, str | None]:
         return None, f"{path}: {e.strerror}"
 
 
-def _make_ctx(cfg: Config, acct: Account | None = None) -> Ctx:
+def _make_ctx(cfg: Config, acct: Account | None = None, service_env: bool = False) -> Ctx:
     ctx = Ctx(cfg, acct or service_account(cfg), SecretFiles.in_dir(cfg.paths.state_dir))
+    if service_env:
+        path, ctx.path_source = service_search_path()
+        ctx.search = with_bundled(path)
     ctx.status = status_mod.read(cfg.paths.runtime_dir)
     if ctx.status and isinstance(ctx.status.get("pid"), int):
         spid = ctx.status["pid"]
@@ -555,11 +605,11 @@ def check_proxy_program(ctx: Ctx, run_version: bool = True) -> list[Finding]:
     out, prog = _command_findings("proxy.command", "proxy.command", cfg.proxy.command, base,
                                   "configurable-http-proxy",
                                   "`npm install -g configurable-http-proxy@5`, or the "
-                                  "hubsvc package that bundles it")
+                                  "hubsvc package that bundles it", ctx.search)
     if prog is None:
         return out
     node_f, node = _interpreter_findings("proxy.node", prog, "configurable-http-proxy's node",
-                                         "`dnf install nodejs` (node >= 20)")
+                                         "`dnf install nodejs` (node >= 18)", ctx.search)
     out += node_f
     if any(f.severity == "error" for f in node_f) or not run_version:
         return out
@@ -567,7 +617,7 @@ def check_proxy_program(ctx: Ctx, run_version: bool = True) -> list[Finding]:
     if node is not None:
         jobs["node"] = [str(node), "--version"]
     with cf.ThreadPoolExecutor(len(jobs)) as ex:
-        res = {k: ex.submit(_run, v, env=_child_env()) for k, v in jobs.items()}
+        res = {k: ex.submit(_run, v, env=_child_env(ctx.search)) for k, v in jobs.items()}
         got = {k: r.result() for k, r in res.items()}
     rc, so, se = got["chp"]
     ver = _version_tuple(so) if rc == 0 else None
@@ -603,12 +653,12 @@ def check_proxy_program(ctx: Ctx, run_version: bool = True) -> list[Finding]:
     return out
 
 
-def _hub_python(prog: Path) -> Path | None:
+def _hub_python(prog: Path, search: str) -> Path | None:
     sb = _shebang(prog)
     if not sb:
         return None
     interp = sb[0]
-    p = Path(interp) if "/" in interp else resolve_command(interp)
+    p = Path(interp) if "/" in interp else _which(interp, search)
     if p is None or "python" not in p.name:
         return None
     return p
@@ -619,10 +669,10 @@ def check_hub_program(ctx: Ctx) -> tuple[list[Finding], Path | None]:
     base = cfg.source.parent if cfg.source else None
     out, prog = _command_findings("hub.command", "hub.command", cfg.hub.command, base,
                                   "JupyterHub", "`pip install 'jupyterhub>=6,<7'` in hubsvc's "
-                                  "environment")
+                                  "environment", ctx.search)
     if prog is None:
         return out, None
-    py = _hub_python(prog)
+    py = _hub_python(prog, ctx.search)
     if py is None:
         out.append(_f("hub.python", "programs", "warning",
                       f"cannot tell which Python runs {prog}",
@@ -636,7 +686,7 @@ def run_hub_probe(ctx: Ctx, py: Path) -> dict[str, Any] | str:
     cf_ = ctx.cfg.hub.config_file
     args = {"config_file": str(cf_) if cf_ and cf_.is_file() else "",
             "owned": hubconfig.OWNED}
-    rc, so, se = _run([str(py), "-c", _HUB_PROBE, json.dumps(args)], env=_child_env(),
+    rc, so, se = _run([str(py), "-c", _HUB_PROBE, json.dumps(args)], env=_child_env(ctx.search),
                       timeout=20)
     if rc != 0:
         return f"{py} exited {rc}: {(se or so).strip()[-500:]}"
@@ -807,11 +857,11 @@ def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[
                    f"{(probe.get('spawner') or {}).get('class', 'this spawner')}",
                    "its servers may run in an environment this host does not see")]
     first = cmd[0]
-    exe = Path(first) if first.startswith("/") else resolve_command(first)
+    exe = Path(first) if first.startswith("/") else _which(first, ctx.search)
     if exe is None:
         return [_f("jupyterhub.singleuser", "jupyterhub", "error",
                    f"the single-user server command {first!r} is not found",
-                   f"Spawner.cmd = {cmd!r}; searched {search_path()}",
+                   f"Spawner.cmd = {cmd!r}; searched {ctx.search}",
                    "install jupyterhub (same version as the hub) and jupyterlab into the "
                    "users' environment, or set c.Spawner.cmd to the absolute path of its "
                    "jupyterhub-singleuser", True)]
@@ -819,7 +869,7 @@ def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[
         return [_f("jupyterhub.singleuser", "jupyterhub", "error",
                    f"{exe} is not executable", f"Spawner.cmd = {cmd!r}",
                    f"`chmod 0755 {exe}`", True)]
-    su_py = exe if "python" in exe.name else _hub_python(exe)
+    su_py = exe if "python" in exe.name else _hub_python(exe, ctx.search)
     if su_py is None:
         return [_f("jupyterhub.singleuser", "jupyterhub", "warning",
                    f"cannot tell the JupyterHub version behind {exe}",
@@ -835,7 +885,7 @@ def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[
                    f"jupyterhub-singleuser {hub_v}: {exe} (the hub's environment)")]
     rc, so, se = _run([str(su_py), "-c",
                        "from jupyterhub._version import __version__ as v; print(v)"],
-                      env=_child_env(), timeout=10)
+                      env=_child_env(ctx.search), timeout=10)
     if rc != 0:
         return [_f("jupyterhub.singleuser", "jupyterhub", "error",
                    f"jupyterhub is not importable where {exe} runs",
@@ -1512,9 +1562,14 @@ def _guard(fn: Callable[[], list[Finding]], id: str, group: str) -> list[Finding
 def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None) -> list[
         Finding]:
     """Every check, run concurrently where they wait on programs or the network."""
-    ctx = _make_ctx(cfg, acct)
+    ctx = _make_ctx(cfg, acct, service_env=True)
     src = cfg.source or resolve_path(None)
-    findings: list[Finding] = [_f("config.load", "config", "ok", f"{src} is valid")]
+    findings: list[Finding] = [
+        _f("config.load", "config", "ok", f"{src} is valid"),
+        _f("programs.path", "programs", "ok",
+           f"programs are looked up as the service does: {ctx.path_source}, then hubsvc's "
+           "own folders", ctx.search),
+    ]
     with cf.ThreadPoolExecutor(6) as ex:
         f_proxy = ex.submit(_guard, lambda: check_proxy_program(ctx), "proxy.command",
                             "programs")

@@ -527,3 +527,36 @@ def test_systemd_unit_enabled_failed_and_dropins(booted: Any) -> None:
     pam = f["jupyterhub.pam"]
     assert pam["severity"] == "error" and "/etc/shadow" in pam["evidence"]
     assert "run hubsvc as root" in pam["fix"]
+
+
+@pytest.mark.system
+def test_systemd_node_in_a_custom_prefix(booted: Any) -> None:
+    """The seed story: node is on the admin's PATH (/opt/node/bin), not on the service's."""
+    run = booted
+    cfg = "/tmp/doctor/hubsvc.toml"
+    setup = run("mkdir -p /tmp/doctor /opt/node/bin && printf '[paths]\\nstate_dir = "
+                "\"/tmp/doctor/state\"\\nruntime_dir = \"/tmp/doctor/run\"\\n[hub]\\n"
+                f"config_file = \"\"\\n' > {cfg} && mv /usr/bin/node /opt/node/bin/node && "
+                f"cp {REPO}/units/hubsvc.service /etc/systemd/system/ && systemctl daemon-reload")
+    assert setup.returncode == 0, setup.stderr
+    admin_shell = "PATH=/opt/node/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    r = run(f"{admin_shell} node --version && {admin_shell} {PY} -m hubsvc.doctor "
+            f"--config {cfg} --json")
+    doc = json.loads(r.stdout[r.stdout.index("{"):])
+    f = by_id(doc)
+    assert r.stdout.startswith("v18"), r.stdout[:100]  # the admin's shell finds node
+    node = f["proxy.node"]
+    assert node["severity"] == "error" and "needs 'node'" in node["what"]
+    assert "/opt/node/bin" not in node["evidence"]
+    assert "Environment=PATH" in node["fix"]
+    assert "systemd's default PATH" in f["programs.path"]["what"]
+    # the fix, done: a drop-in giving the service that PATH
+    run("mkdir -p /etc/systemd/system/hubsvc.service.d && printf '[Service]\\n"
+        "Environment=PATH=/opt/node/bin:/usr/bin:/bin\\n' > "
+        "/etc/systemd/system/hubsvc.service.d/path.conf && systemctl daemon-reload")
+    r = run(f"{PY} -m hubsvc.doctor --config {cfg} --json")
+    f = by_id(json.loads(r.stdout))
+    assert f["proxy.node"]["severity"] == "ok", f["proxy.node"]
+    assert f["proxy.node"]["what"].endswith("/opt/node/bin/node")
+    assert "Environment=PATH of hubsvc.service" in f["programs.path"]["what"]
+    assert f["proxy.version"]["severity"] == "ok"
