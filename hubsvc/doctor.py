@@ -45,8 +45,8 @@ from .secrets import SecretFiles
 
 Severity = Literal["error", "warning", "ok", "skipped"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "ok", "skipped")
-GROUPS = ("config", "programs", "files", "ports", "jupyterhub", "entry point", "service",
-          "systemd")
+GROUPS = ("config", "programs", "files", "ports", "jupyterhub", "scheduler", "entry point",
+          "service", "systemd")
 
 EX_OK = 0
 EX_ERRORS = 1
@@ -1579,7 +1579,8 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
             if py is None:
                 return out
             probe = run_hub_probe(ctx, py)
-            return out + hub_findings(ctx, py, probe)
+            out += hub_findings(ctx, py, probe)
+            return out + _scheduler_findings(ctx, probe)
 
         f_hub = ex.submit(_guard, hub_chain, "hub.command", "programs")
         f_service = ex.submit(_guard, lambda: check_service(ctx), "service", "service")
@@ -1597,6 +1598,23 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
     order = {g: i for i, g in enumerate(GROUPS)}
     findings.sort(key=lambda f: order.get(f.group, len(GROUPS)))
     return findings
+
+
+SLURM_SPAWNER = "batchspawner.batchspawner.SlurmSpawner"
+
+
+def _scheduler_findings(ctx: Ctx, probe: dict[str, Any] | str) -> list[Finding]:
+    """hubsvc.slurm's checks, only when the hub's spawner is a SlurmSpawner (they load the
+    spawner settings again, which costs a second start of the hub's Python)."""
+    if isinstance(probe, str):
+        return []
+    if SLURM_SPAWNER not in ((probe.get("spawner") or {}).get("mro") or []):
+        return []
+    try:
+        from . import slurm
+    except ImportError:
+        return []
+    return slurm.doctor_findings(ctx.cfg, path=ctx.search)
 
 
 def preflight_findings(cfg: Config) -> list[Finding]:
@@ -1630,7 +1648,8 @@ def render_text(findings: list[Finding], cfg: Config | None, elapsed: float) -> 
     src = cfg.source if cfg else None
     lines.append(f"hubsvc doctor — {src}")
     width = max((len(f.id) for f in findings), default=10)
-    for g in GROUPS:
+    groups = list(GROUPS) + sorted({f.group for f in findings} - set(GROUPS))
+    for g in groups:
         fs = [f for f in findings if f.group == g]
         if not fs:
             continue

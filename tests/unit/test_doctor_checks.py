@@ -232,3 +232,14 @@ def test_unusable_url_exits_78(tmp_path: Path) -> None:
     rc = doctor.run_doctor(tmp_path / "x.toml", as_json=False, out=io.StringIO(), err=err,
                            url="ftp://host/")
     assert rc == 78 and "--url" in err.getvalue()
+
+
+def test_other_groups_are_reported_too(tmp_path: Path) -> None:
+    fs = [Finding("scheduler.munge", "scheduler", "error", "munge fails", "", "start munged"),
+          Finding("x.y", "elsewhere", "warning", "odd", "", "look")]
+    text = doctor.render_text(fs, None, 0.1)
+    assert "\nscheduler\n" in text and "\nelsewhere\n" in text
+    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    not_slurm = {"spawner": {"mro": ["jupyterhub.spawner.LocalProcessSpawner"]}}
+    assert doctor._scheduler_findings(ctx, not_slurm) == []
+    assert doctor._scheduler_findings(ctx, "probe failed") == []
