@@ -560,3 +560,18 @@ def test_systemd_node_in_a_custom_prefix(booted: Any) -> None:
     assert f["proxy.node"]["what"].endswith("/opt/node/bin/node")
     assert "Environment=PATH of hubsvc.service" in f["programs.path"]["what"]
     assert f["proxy.version"]["severity"] == "ok"
+
+
+def test_hubsvc_doctor_command(make_hubsvc: Any) -> None:
+    """`hubsvc doctor` (the CLI) is the same entry point as `python -m hubsvc.doctor`."""
+    inst: Instance = make_hubsvc(start=False)
+    hubsvc_bin = Path(PY).parent / "hubsvc"
+    r = subprocess.run([str(hubsvc_bin), "doctor", "--config", str(inst.config), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    _, doc, _ = run_doctor(inst.config)
+    assert [f["id"] for f in json.loads(r.stdout)["findings"]] == [f["id"] for f in
+                                                                    doc["findings"]]
+    r = subprocess.run([str(hubsvc_bin), "doctor"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "HUBSVC_CONFIG": str(inst.root / "nope.toml")})
+    assert r.returncode == 78 and "nope.toml: no such file" in r.stderr
