@@ -197,8 +197,10 @@ def test_watchdog_restarts_hung_supervisor(machine: Machine) -> None:
     )
     assert int(machine.prop(UNIT, "NRestarts")) == restarts + 1
     assert machine.prop(UNIT, "Result") in ("success", "watchdog")
-    logs = machine.out(f"journalctl -u {UNIT} --no-pager -n 200")
+    logs = machine.out(f"journalctl -u {UNIT} --no-pager -n 300")
     assert "Watchdog timeout" in logs
+    # PYTHONFAULTHANDLER=1: the hung supervisor's stack is in the journal.
+    assert "Fatal Python error: Aborted" in logs
     # Exactly one supervisor, one CHP and one hub; the old ones are gone.
     assert len(machine.supervisor_procs()) == 1, machine.supervisor_procs()
     assert len(machine.chp_procs()) == 1, machine.chp_procs()
