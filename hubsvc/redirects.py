@@ -94,6 +94,7 @@ class Walk:
 
     hops: list[Hop] = field(default_factory=list)
     ended: str = "ok"  # ok | loop | too_many_redirects | error | timeout
+    growing: bool = False  # the repeat was found only after folding repeated segments
     repeat_of: int | None = None  # index of the hop whose URL came back
     repeat_url: str | None = None  # the URL we refused to request again
     t_start: float = 0.0
@@ -218,6 +219,18 @@ def normalize_url(url: str) -> str:
     return urlunsplit((p.scheme.lower(), f"{host}:{port}", p.path or "/", urlencode(q), ""))
 
 
+def collapse_url(url: str) -> str:
+    """normalize_url with runs of a repeated path segment folded to one: a URL that grows
+    by the same segment on every pass (/jhub/hub/hub/user/x/) is the same place again."""
+    n = urlsplit(normalize_url(url))
+    segs: list[str] = []
+    for seg in n.path.split("/"):
+        if seg and segs and segs[-1] == seg:
+            continue
+        segs.append(seg)
+    return urlunsplit((n.scheme, n.netloc, "/".join(segs) or "/", n.query, ""))
+
+
 def origin_of(url: str) -> str:
     p = urlsplit(url)
     port = p.port or (443 if p.scheme == "https" else 80)
@@ -252,9 +265,13 @@ def diagnose(walk: Walk, facts: Facts) -> Diagnosis:
     hub_prefix = facts.public_base + "hub/"
     ev: list[str] = []
     if walk.repeat_url is not None and walk.repeat_of is not None:
+        how = ("once the repeated path segments are folded: the path grows by the same "
+               "segment on every pass, so a browser would follow it until its limit of "
+               f"{BROWSER_REDIRECT_LIMIT}" if walk.growing
+               else "once the redirects counter is ignored")
         ev.append(
             f"hop {len(hops) - 1} redirects to {walk.repeat_url}, the same place as hop "
-            f"{walk.repeat_of} ({hops[walk.repeat_of].url}) once the redirects counter is ignored"
+            f"{walk.repeat_of} ({hops[walk.repeat_of].url}) {how}"
         )
     skew = (
         facts.server_version is not None
@@ -562,15 +579,21 @@ class Walker:
 
     async def walk(self, url: str, walk: Walk | None = None) -> Walk:
         w = walk or Walk(t_start=time.monotonic())
-        seen: dict[str, int] = {normalize_url(h.url): i for i, h in enumerate(w.hops)}
+        # A place is the URL (without volatile parameters) *and* the cookies the browser
+        # holds: the login handshake legitimately visits /user/NAME/lab twice, once
+        # without the server's cookie and once with it.
+        seen: dict[str, int] = {}
+        folded: dict[str, int] = {}
         for _ in range(self.max_hops + 1):
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 w.ended = "timeout"
                 return w
-            key = normalize_url(url)
-            if key in seen:
+            jar = self._jar()
+            key, fkey = normalize_url(url) + jar, collapse_url(url) + jar
+            if key in seen or fkey in folded:
                 w.ended = "loop"
-                w.repeat_of = seen[key]
+                w.growing = key not in seen
+                w.repeat_of = seen[key] if key in seen else folded[fkey]
                 w.repeat_url = url
                 w.t_first_repeat = time.monotonic()
                 return w
@@ -578,6 +601,7 @@ class Walker:
                 w.ended = "too_many_redirects"
                 return w
             seen[key] = len(w.hops)
+            folded.setdefault(fkey, len(w.hops))
             hop, _r = await self.request("GET", url)
             w.hops.append(hop)
             if hop.error:
@@ -589,6 +613,10 @@ class Walker:
             url = hop.location
         w.ended = "too_many_redirects"
         return w
+
+    def _jar(self) -> str:
+        items = sorted((c.name, c.value or "", c.domain, c.path) for c in self.client.cookies.jar)
+        return " cookies:" + repr(items)
 
     async def login(self, user: str, password: str) -> Walk:
         """The dummy authenticator's form: GET /hub/login, POST with _xsrf."""

@@ -47,6 +47,14 @@ def test_normalize_ignores_counter_and_volatile_params():
     assert normalize_url("http://h/x?next=/a") != normalize_url("http://h/x?next=/b")
 
 
+def test_collapse_folds_growing_paths_only():
+    from hubsvc.redirects import collapse_url
+
+    assert collapse_url("http://h/jhub/hub/hub/hub/user/x/") == collapse_url(
+        "http://h/jhub/hub/user/x/")
+    assert collapse_url("http://h/user/x/lab") != collapse_url("http://h/user/x/")
+
+
 def test_missing_route_is_named_and_repairable():
     d = diagnose(loop_walk(), facts(routes={"/": {"target": HUB, "data": {"hub": True}}},
                                     hub_target=HUB))
