@@ -1299,8 +1299,6 @@ def check_service(ctx: Ctx) -> list[Finding]:
                               f"find why in the logs around the last failure: {lf}"))
             else:
                 out.append(_f(f"service.{name}", "service", "ok", f"{name} ready", ev))
-    if st is not None and ctx.supervisor_alive:
-        out += _loop_findings(ctx, st.get("redirect_loops") or [])
     # live probes: only when something listens where hubsvc's components would
     eps = _endpoints(cfg)
     live = any(ports.port_holder(eps[k].host, eps[k].port) for k in ("api", "hub", "public"))
@@ -1381,32 +1379,55 @@ def check_service(ctx: Ctx) -> list[Finding]:
                           "and open that port to the machines servers run on"))
     if routes is not None:
         out += _route_findings(ctx, routes, r["servers"])
+    if st is not None and ctx.supervisor_alive:
+        out += _loop_findings(ctx, st.get("redirect_loops") or [], routes)
     return out
 
 
-def _loop_findings(ctx: Ctx, loops: list[Any]) -> list[Finding]:
-    """Redirect-loop episodes the supervisor saw in the hub's log (status.json)."""
+def _loop_findings(ctx: Ctx, loops: list[Any],
+                   routes: dict[str, Any] | None = None) -> list[Finding]:
+    """Redirect-loop episodes the supervisor saw in the hub's log (status.json).
+
+    An episode still open is an error; one that ended is a warning (it happened since
+    hubsvc started). A "missing route" loop whose route is in the proxy's table now is most
+    often a browser on the hub's private port: the hub logs both the same way.
+    """
     out: list[Finding] = []
+    table = {_norm(k) for k in routes} if routes is not None else None
+    hub_origin = ctx.cfg.hub_bind.origin
     for ep in loops:
         if not isinstance(ep, dict):
             continue
-        user, cause = ep.get("user", "?"), ep.get("cause", "")
-        ev = f"user {user}: {ep.get('url', '')} ({ep.get('count', '?')} redirects); " \
-             f"{ep.get('detail', '')}"
+        user, cause = str(ep.get("user", "?")), ep.get("cause", "")
+        sev: Severity = "error" if ep.get("open") else "warning"
+        when = "now" if ep.get("open") else f"ended ({ep.get('ended_by') or 'over'})"
+        ev = (f"user {user}: {ep.get('url', '')} ({ep.get('count', '?')} redirects, {when}); "
+              f"{ep.get('detail', '')}")
+        wrong_door = (f"users open {ctx.users_url} (proxy.public_url), never {hub_origin}/ "
+                      "(the hub's private address)")
         if cause == "private_address":
             out.append(_f(f"entry.private_address.{user}", "entry point", "error",
                           f"{user} reached the hub's private address instead of the proxy "
                           "(the classic wrong entry point): a redirect loop", ev,
                           f"open {ctx.users_url} instead (proxy.public_url), not "
-                          f"{ctx.cfg.hub_bind.origin}/"))
+                          f"{hub_origin}/"))
         elif cause == "version_skew":
-            out.append(_f(f"service.loop.{user}", "service", "error",
+            out.append(_f(f"service.loop.{user}", "service", sev,
                           f"{user}'s server runs another JupyterHub version: a redirect loop",
                           ev, "install jupyterhub of the hub's version in the users' "
                           "environment (see jupyterhub.singleuser)"))
+        elif cause == "missing_route" and table is not None and _norm(
+                f"{ctx.hub_prefix}user/{user}") in table:
+            out.append(_f(f"service.loop.{user}", "entry point", sev,
+                          f"{user} was in a redirect loop although the proxy has a route for "
+                          f"the server: most likely the browser used the hub's private address "
+                          f"{hub_origin}/ (the classic wrong entry point), or the route was "
+                          "missing then and has been restored since", ev,
+                          f"{wrong_door}; if it happens through the public URL: "
+                          + _resync_fix(ctx)))
         else:
-            out.append(_f(f"service.loop.{user}", "service", "error",
-                          f"{user} is in a redirect loop ({cause or 'cause unknown'})", ev,
+            out.append(_f(f"service.loop.{user}", "service", sev,
+                          f"{user} was in a redirect loop ({cause or 'cause unknown'})", ev,
                           _resync_fix(ctx)))
     return out
 

@@ -356,6 +356,35 @@ def test_request_through_the_hubs_private_port(hubsvc: Instance) -> None:
         assert f"users must open {hubsvc.public}/" in f["fix"]
 
 
+def test_redirect_loop_through_the_hubs_private_port(hubsvc: Instance) -> None:
+    """A browser logs in on the hub's own port while its server runs: the hub loops and
+    logs it (as it would for a missing route: it does not warn about the private address
+    when the server is running); hubsvc publishes the episode; the route is in the proxy's
+    table, so the doctor names the wrong entry point."""
+    import re
+
+    hubsvc.spawn("alice")
+    with httpx.Client(trust_env=False, timeout=40, follow_redirects=True,
+                      max_redirects=20) as browser:
+        page = browser.get(f"{hubsvc.hub}/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf, page.text[:500]
+        # login works on the hub's port; then the hub sends alice to her running server,
+        # /user/alice/ on the same (wrong) port, which the hub can only send back: a loop
+        r = browser.post(f"{hubsvc.hub}/hub/login?next=", data={
+            "username": "alice", "password": "x", "_xsrf": xsrf.group(1)})
+        assert r.status_code == 500 and "Redirect loop" in r.text, (r.status_code, r.url)
+    hubsvc.wait_status(lambda s: any(e.get("user") == "alice"
+                                     for e in s.get("redirect_loops") or []), 30)
+    _, doc, _ = run_doctor(hubsvc.config)
+    f = by_id(doc).get("entry.private_address.alice") or by_id(doc)["service.loop.alice"]
+    assert f["severity"] in ("warning", "error"), f
+    assert "hub's private address" in f["what"]
+    assert f"users open {hubsvc.public}/ (proxy.public_url), never {hubsvc.hub}/" in f["fix"] \
+        or f"open {hubsvc.public}/ instead" in f["fix"]
+    assert by_id(doc)["service.routes"]["severity"] == "ok"  # the route is really there
+
+
 # ---- the running service ------------------------------------------------------------------------
 def test_route_missing_for_a_running_server(hubsvc: Instance) -> None:
     hubsvc.spawn("alice")

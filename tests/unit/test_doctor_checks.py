@@ -195,6 +195,12 @@ def test_loop_episodes_from_status(tmp_path: Path) -> None:
     assert f[0].id == "entry.private_address.ann" and f[0].severity == "error"
     assert "instead" in f[0].fix
     assert f[1].id == "service.loop.bo" and "hub/api/proxy" in f[1].fix
+    assert f[1].severity == "warning"  # ended: it happened, it is not happening now
+    # the same "missing route" loop while the route is in the table: the wrong entry point
+    g = doctor._loop_findings(ctx, [{"user": "bo", "cause": "missing_route", "open": True}],
+                              {"/": {}, "/user/bo": {"user": "bo"}})[0]
+    assert g.severity == "error" and "hub's private address" in g.what
+    assert "never http://127.0.0.1:8081/" in g.fix
 
 
 # ---- report and exit codes ------------------------------------------------------------------
