@@ -29,6 +29,16 @@ SKEW_VERSION = "5.5.4"
 CACHE = Path(os.environ.get("HUBSVC_TEST_CACHE", Path.home() / ".cache" / "hubsvc-test"))
 
 
+@pytest.fixture
+def quiet_hubsvc(make_hubsvc: Any) -> Instance:
+    """hubsvc whose own watch (every health interval) will not repair a route we delete
+    before the probe under test has seen the loop."""
+    return make_hubsvc(overrides=QUIET)
+
+
+QUIET = {"health": {"interval_s": 60.0, "timeout_s": 2.0}}
+
+
 def cfg_of(inst: Instance) -> config.Config:
     return config.load(inst.config)
 
@@ -115,7 +125,8 @@ def test_bad_usage_exits_78(hubsvc: Instance, capsys: pytest.CaptureFixture[str]
 # --------------------------------------------------------------------------- missing route
 
 
-def test_missing_route_loop_found_fast_repaired_and_reprobed(hubsvc: Instance) -> None:
+def test_missing_route_loop_found_fast_repaired_and_reprobed(quiet_hubsvc: Instance) -> None:
+    hubsvc = quiet_hubsvc
     hubsvc.spawn("carol")
     delete_route(hubsvc, "carol")
     t0 = time.monotonic()
@@ -147,7 +158,8 @@ async def _check(cfg: config.Config, inst: Instance) -> list[Any]:
         return await check_routes(c, cfg, inst.secret("hubsvc_api_token"))
 
 
-def test_passive_watch_repairs_drift_and_loop_log_is_one_episode(hubsvc: Instance) -> None:
+def test_passive_watch_repairs_drift_and_loop_log_is_one_episode(quiet_hubsvc: Instance) -> None:
+    hubsvc = quiet_hubsvc
     hubsvc.spawn("dave")
     cfg = cfg_of(hubsvc)
     tok = hubsvc.user_token("dave")
@@ -216,7 +228,7 @@ def skew_singleuser() -> Path:
 
 
 def test_version_skew_is_reported(make_hubsvc: Any, skew_singleuser: Path) -> None:
-    inst = make_hubsvc(hub_extra=(
+    inst = make_hubsvc(overrides=QUIET, hub_extra=(
         f"c.Spawner.cmd = [{str(skew_singleuser)!r}]\n"
         'c.Spawner.default_url = "/api/status"\n'))
     create_user(inst, "frank")
@@ -349,7 +361,8 @@ def test_hub_unreachable_from_the_server(make_hubsvc: Any) -> None:
 # --------------------------------------------------------------------------- login form
 
 
-def test_login_form_walk_with_cookies_through_oauth(hubsvc: Instance) -> None:
+def test_login_form_walk_with_cookies_through_oauth(quiet_hubsvc: Instance) -> None:
+    hubsvc = quiet_hubsvc
     """With a password the probe logs in through the form and walks with cookies only,
     through the hub's OAuth handshake (which visits /user/NAME/lab twice, legitimately)."""
     create_user(hubsvc, "mia")
@@ -365,3 +378,32 @@ def test_login_form_walk_with_cookies_through_oauth(hubsvc: Instance) -> None:
     assert (v.outcome, v.cause) == ("loop", "missing_route"), v.render_text()
     assert v.timings_ms["verdict_after_repeat"] < 2000
     assert not any((h.elapsed_ms or 0) > 1500 for h in v.chain), v.render_text()
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_hubsvc_probe_spawn_command_json_and_exit_codes(quiet_hubsvc: Instance) -> None:
+    hubsvc = quiet_hubsvc
+    exe = Path(sys.executable).parent / "hubsvc"
+    helptext = subprocess.run([str(exe), "--help"], capture_output=True, text=True).stdout
+    if "probe-spawn" not in helptext:
+        pytest.skip("`hubsvc probe-spawn` is not wired into the CLI yet")
+    import json
+
+    create_user(hubsvc, "nina")
+    base = [str(exe), "probe-spawn", "--config", str(hubsvc.config), "--user", "nina"]
+    r = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["outcome"] == "healthy" and doc["exit_code"] == 0 and doc["chain"]
+    delete_route(hubsvc, "nina")
+    r = subprocess.run([*base, "--no-repair"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("REDIRECT LOOP: nina:") and "cause: missing_route" in r.stdout
+    r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "LOOP FOUND AND REPAIRED" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([*base[:-1], "ghost"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78 and "no user 'ghost'" in r.stderr
+    r = subprocess.run([*base, "--timeout", "-1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78
