@@ -58,6 +58,7 @@ async def _run(cfg: Config, use_journal: bool) -> int:
     from .launch.process import ProcessLauncher
     from .notify import Notifier
     from .supervisor import Supervisor
+    from .watch import Watch
 
     log = structlog.get_logger("hubsvc")
     notifier = Notifier()  # strips NOTIFY_SOCKET & co from the environment children get
@@ -102,6 +103,7 @@ async def _run(cfg: Config, use_journal: bool) -> int:
             reloader=reload,
         )
         sup.periodic.append(_overrides_reporter(cfg))
+        Watch(sup, client, secrets_mod.read(files.hub_api_token)).attach()
         return await sup.run()
 
 

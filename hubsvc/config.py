@@ -250,12 +250,29 @@ class Restart(_Section):
         return self
 
 
+class ProbeSettings(_Section):
+    """The optional periodic synthetic probe (`hubsvc probe-spawn` run by the supervisor)."""
+
+    enabled: bool = False
+    interval_s: float = Field(300.0, ge=10, le=86400)
+    user: str = ""
+    start: bool = False  # start the user's server if it is not running
+    timeout_s: float = Field(60.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _user_needed(self) -> ProbeSettings:
+        if self.enabled and not self.user:
+            raise ValueError("enabled without a user; set probe.user to a hub user to probe as")
+        return self
+
+
 class Config(_Section):
     paths: Paths = Paths()
     proxy: Proxy = Proxy()
     hub: Hub = Hub()
     health: Health = Health()
     restart: Restart = Restart()
+    probe: ProbeSettings = ProbeSettings()
 
     # where this config was read from (not a TOML key)
     source: Path | None = Field(default=None, exclude=True)

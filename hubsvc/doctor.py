@@ -555,6 +555,7 @@ class Ctx:
     hub_probe: dict[str, Any] | None = None
     search: str = field(default_factory=search_path)  # where the service finds programs
     path_source: str = "the PATH of this process"
+    status_error: str | None = None  # status.json exists but cannot be read here
 
     @property
     def hub_prefix(self) -> str:
@@ -587,6 +588,14 @@ def _make_ctx(cfg: Config, acct: Account | None = None, service_env: bool = Fals
         path, ctx.path_source = service_search_path()
         ctx.search = with_bundled(path)
     ctx.status = status_mod.read(cfg.paths.runtime_dir)
+    if ctx.status is None:
+        try:
+            (cfg.paths.runtime_dir / status_mod.FILE).stat()
+            open(cfg.paths.runtime_dir / status_mod.FILE).close()
+        except PermissionError as e:
+            ctx.status_error = f"{e.filename}: {e.strerror} for uid {os.geteuid()}"
+        except OSError:
+            pass
     if ctx.status and isinstance(ctx.status.get("pid"), int):
         spid = ctx.status["pid"]
         ctx.supervisor_alive = status_mod.pid_is_supervisor(spid)
@@ -794,7 +803,7 @@ def _pam_findings(ctx: Ctx, probe: dict[str, Any]) -> list[Finding]:
 
 def _db_users(ctx: Ctx) -> list[str]:
     db = ctx.cfg.paths.state_dir / "jupyterhub.sqlite"
-    if not db.is_file():
+    if not _is_file(db):
         return []
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
@@ -918,7 +927,18 @@ def check_files(ctx: Ctx, preflight: bool = False) -> list[Finding]:
                       f"{cfg.source} cannot be read by {acct.name}", why,
                       _readable_fix(cfg.source, acct), True))
     cfile = cfg.hub.config_file
-    if cfile is not None:
+    cfile_err = _stat_error(cfile) if cfile is not None else None
+    if cfile is not None and cfile_err is not None:
+        ok, why = access_as(cfile, acct, 4)
+        if acct.is_me or not ok:
+            out.append(_f("files.hub_config", "files", "error",
+                          f"the JupyterHub config {cfile} cannot be read by {acct.name}, "
+                          "who runs the hub", why or cfile_err, _readable_fix(cfile, acct), True))
+        else:
+            out.append(_f("files.hub_config", "files", "skipped",
+                          f"{cfile} cannot be examined by uid {os.geteuid()}", cfile_err,
+                          "run the doctor as root or as the service account"))
+    elif cfile is not None:
         if not cfile.exists():
             out.append(_f("files.hub_config", "files", "error",
                           f"the JupyterHub config {cfile} does not exist",
@@ -961,6 +981,12 @@ def _state_dir_findings(ctx: Ctx, preflight: bool) -> list[Finding]:
     acct = ctx.acct
     sd = ctx.cfg.paths.state_dir
     out: list[Finding] = []
+    err = _stat_error(sd)
+    if err is not None:
+        return [_f("files.state_dir", "files", "error" if acct.is_me else "skipped",
+                   f"{sd} cannot be examined by uid {os.geteuid()}", err,
+                   f"`install -d -m 0700 -o {acct.name} {sd}`" if acct.is_me else
+                   "run the doctor as root or as the service account", acct.is_me)]
     if not sd.exists():
         ok, why = _dir_create_check(sd, acct)
         if ok:
@@ -990,15 +1016,44 @@ def _state_dir_findings(ctx: Ctx, preflight: bool) -> list[Finding]:
     else:
         out.append(_f("files.state_dir", "files", "ok",
                       f"{sd} ({mode:04o}, {_user_name(st.st_uid)})"))
+    if not os.access(sd, os.X_OK):
+        out.append(_f("files.secrets", "files", "skipped",
+                      f"the secrets in {sd} cannot be examined by uid {os.geteuid()}",
+                      f"{sd}: mode {mode:04o}, owner {_user_name(st.st_uid)}",
+                      "run the doctor as root or as the service account"))
+        return out + _space_findings(sd, preflight)
     for path in ctx.files.all():
         out += _secret_findings(path, acct)
     db = sd / "jupyterhub.sqlite"
-    if db.is_file() and mode & 0o001:  # others can enter the state dir
+    if _is_file(db) and mode & 0o001:  # others can enter the state dir
         dmode = stat.S_IMODE(db.stat().st_mode)
         if dmode & 0o006:
             out.append(_f("files.db", "files", "warning",
                           f"the hub's database {db} is readable by every user",
                           f"mode {dmode:04o}", f"`chmod 0600 {db}`"))
+    return out + _space_findings(sd, preflight)
+
+
+def _stat_error(p: Path) -> str | None:
+    """Why `p` cannot even be looked at (a folder above it is closed), or None."""
+    try:
+        p.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{p}: {e.strerror} for uid {os.geteuid()}"
+    return None
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:
+        return False
+
+
+def _space_findings(sd: Path, preflight: bool) -> list[Finding]:
+    out: list[Finding] = []
     if not preflight:
         try:
             vfs = os.statvfs(sd)
@@ -1108,7 +1163,8 @@ def check_ports(ctx: Ctx, preflight: bool = False) -> list[Finding]:
             out.append(_f(id, "ports", "ok",
                           f"{label} {ep.host}:{ep.port} is held by hubsvc ({holder.describe()})"))
             continue
-        if not preflight and holder.pid is None and ctx.supervisor_alive:
+        if not preflight and holder.pid is None and (ctx.supervisor_alive
+                                                     or ctx.status_error):
             out.append(_f(id, "ports", "skipped",
                           f"{label} is held by a process this account cannot identify",
                           holder.describe(), "run the doctor as root to see which"))
@@ -1270,7 +1326,11 @@ def check_service(ctx: Ctx) -> list[Finding]:
     cfg = ctx.cfg
     out: list[Finding] = []
     st = ctx.status
-    if st is None:
+    if st is None and ctx.status_error:
+        out.append(_f("service.status", "service", "skipped",
+                      "hubsvc's status cannot be read by this account", ctx.status_error,
+                      "run the doctor as root or as the service account"))
+    elif st is None:
         out.append(_f("service.status", "service", "skipped",
                       "hubsvc is not running (no status.json)",
                       f"{cfg.paths.runtime_dir / status_mod.FILE} absent"))

@@ -102,6 +102,21 @@ c.ConfigurableHTTPProxy.auth_token = _secret(_H["proxy_token_file"])
 if _H["hub_connect_url"]:
     c.JupyterHub.hub_connect_url = _H["hub_connect_url"]
 
+# 4. hubsvc reads the hub's API every health interval (route drift watch): keep its
+#    successful read-only requests out of the hub's log, or it gets a line every 2 s.
+import logging as _logging
+
+
+class _QuietHubsvcPolls(_logging.Filter):
+    def filter(self, record):
+        if record.levelno != _logging.INFO:
+            return True
+        msg = record.getMessage()
+        return not (msg.startswith("200 GET ") and ("(" + _H["service"] + "@") in msg)
+
+
+_logging.getLogger("JupyterHub").addFilter(_QuietHubsvcPolls())
+
 _tmp = _H["overrides_file"] + ".tmp"
 with open(_tmp, "w") as _f:
     _json.dump({{"admin_file": _H["admin_file"], "overridden": _overridden}}, _f)

@@ -13,6 +13,7 @@ Three kinds of helpers, none of which changes anything:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -20,6 +21,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,77 +111,118 @@ class Job:
         return self.state in ("RUNNING", "COMPLETING")
 
 
-def job(job_id: str, runner: Runner = run) -> Job | None:
-    """One job as `squeue` lists it; None when Slurm no longer knows it."""
-    if not job_id.isdigit():
-        return None
-    rc, out, _err = runner(["squeue", "-h", "-j", job_id, "-o", "%i|%T|%r|%u|%B"], TIMEOUT_S)
+def jobs(job_ids: Sequence[str], runner: Runner = run) -> dict[str, Job] | None:
+    """The listed jobs Slurm still knows, by id, in one `squeue` call; None when Slurm
+    could not be asked (controller unreachable, commands missing)."""
+    ids = sorted({j for j in job_ids if j.isdigit()}, key=int)
+    if not ids:
+        return {}
+    rc, out, err = runner(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r|%u|%B"],
+                          TIMEOUT_S)
     if rc != 0:
-        return None
+        # one unknown id is an error for squeue; several are simply not listed
+        return {} if "Invalid job id" in err else None
+    found: dict[str, Job] = {}
     for line in out.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 5 and parts[0] == job_id:
+        if len(parts) == 5 and parts[0] in ids:
             node = parts[4] if parts[4] not in ("n/a", "(null)") else ""
-            return Job(parts[0], parts[1], parts[2], parts[3], node)
-    return None
+            found[parts[0]] = Job(parts[0], parts[1], parts[2], parts[3], node)
+    return found
+
+
+def job(job_id: str, runner: Runner = run) -> Job | None:
+    """One job as `squeue` lists it; None when Slurm does not list it (or cannot say)."""
+    return (jobs([job_id], runner) or {}).get(job_id)
 
 
 # ---- users' jobs, as the hub sees them ------------------------------------------------------
+PENDING_STATES = ("PENDING", "CONFIGURING", "REQUEUED")
+
+
 @dataclass(frozen=True)
 class ServerJob:
     user: str
     server: str  # "" for the default server
     job_id: str
     hub_state: str  # ready | pending:<spawn|stop|...> | stopped
-    slurm_state: str  # Slurm's state, or "UNKNOWN" when squeue does not list the job
+    slurm_state: str  # Slurm's state; GONE: not listed any more; UNKNOWN: Slurm not answering
     reason: str
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
 
 
+def _hub_state(s: dict[str, Any]) -> str:
+    if s.get("ready"):
+        return "ready"
+    return f"pending:{s['pending']}" if s.get("pending") else "stopped"
+
+
+def _job_id(s: dict[str, Any]) -> str:
+    return str((s.get("state") or {}).get("job_id") or "")
+
+
+async def _with_slurm(found: list[tuple[str, str, str, str]],
+                      runner: Runner) -> list[ServerJob]:
+    """(user, server, job id, hub state) -> ServerJobs; squeue runs in a thread."""
+    known = await asyncio.to_thread(jobs, [f[2] for f in found], runner)
+    out = []
+    for user, server, job_id, hub_state in found:
+        j = (known or {}).get(job_id)
+        state = j.state if j else ("UNKNOWN" if known is None else "GONE")
+        out.append(ServerJob(user, server, job_id, hub_state, state, j.reason if j else ""))
+    return out
+
+
 async def server_jobs(client: httpx.AsyncClient, cfg: Config, hub_token: str,
                       runner: Runner = run) -> list[ServerJob]:
-    """Every server the hub knows with a job id, and what Slurm says about that job.
-
-    Needs the `admin:server_state` scope (hubsvc's service role has `admin:servers`).
-    Raises httpx.HTTPError when the hub does not answer."""
+    """Every active server (ready or starting/stopping) that has a job id, and what Slurm
+    says about its job. Needs the `admin:server_state` scope (hubsvc's service role has
+    `admin:servers`). Raises httpx.HTTPError when the hub does not answer."""
     base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users"
     headers = {"Authorization": f"token {hub_token}",
                "Accept": "application/jupyterhub-pagination+json"}
-    out: list[ServerJob] = []
+    found: list[tuple[str, str, str, str]] = []
     offset = 0
     for _ in range(1000):  # bounded: 200 000 users
-        r = await client.get(base, params={"offset": offset, "limit": 200}, headers=headers,
-                             timeout=5.0)
+        r = await client.get(base, params={"state": "active", "offset": offset, "limit": 200},
+                             headers=headers, timeout=5.0)
         r.raise_for_status()
         body = r.json()
         items = body.get("items", []) if isinstance(body, dict) else body
         for u in items:
             for name, s in (u.get("servers") or {}).items():
-                job_id = str((s.get("state") or {}).get("job_id") or "")
-                if not job_id:
-                    continue
-                hub_state = ("ready" if s.get("ready") else
-                             f"pending:{s['pending']}" if s.get("pending") else "stopped")
-                j = job(job_id, runner)
-                out.append(ServerJob(u["name"], name, job_id, hub_state,
-                                     j.state if j else "UNKNOWN", j.reason if j else ""))
+                if _job_id(s):
+                    found.append((u["name"], name, _job_id(s), _hub_state(s)))
         nxt = (body.get("_pagination") or {}).get("next") if isinstance(body, dict) else None
         if not nxt:
             break
         offset = nxt.get("offset", offset + len(items))
-    return out
+    return await _with_slurm(found, runner)
 
 
-def scheduler_status(jobs: Sequence[ServerJob]) -> dict[str, Any]:
+async def user_job(client: httpx.AsyncClient, cfg: Config, hub_token: str, user: str,
+                   server: str = "", runner: Runner = run) -> ServerJob | None:
+    """USER's server job (None: no job id in its spawner state)."""
+    url = (cfg.hub_bind.connect_origin + cfg.public.path
+           + f"hub/api/users/{quote(user, safe='')}")
+    r = await client.get(url, headers={"Authorization": f"token {hub_token}"}, timeout=5.0)
+    r.raise_for_status()
+    s = (r.json().get("servers") or {}).get(server) or {}
+    if not _job_id(s):
+        return None
+    return (await _with_slurm([(user, server, _job_id(s), _hub_state(s))], runner))[0]
+
+
+def scheduler_status(found: Sequence[ServerJob]) -> dict[str, Any]:
     """The `scheduler` block for status.json: counts, and every job not simply running."""
-    pending = [j for j in jobs if j.slurm_state in ("PENDING", "CONFIGURING", "REQUEUED")]
-    odd = [j for j in jobs if j not in pending and j.slurm_state not in ("RUNNING", "COMPLETING")]
+    pending = [j for j in found if j.slurm_state in PENDING_STATES]
+    odd = [j for j in found if j not in pending and j.slurm_state not in ("RUNNING", "COMPLETING")]
     return {
         "kind": "slurm",
-        "jobs": len(jobs),
-        "running": sum(1 for j in jobs if j.slurm_state == "RUNNING"),
+        "jobs": len(found),
+        "running": sum(1 for j in found if j.slurm_state == "RUNNING"),
         "pending": [j.to_json() for j in pending],
         "other": [j.to_json() for j in odd],
     }
@@ -197,27 +240,9 @@ def status_lines(block: dict[str, Any]) -> list[str]:
     return lines
 
 
-async def user_job(client: httpx.AsyncClient, cfg: Config, hub_token: str, user: str,
-                   server: str = "", runner: Runner = run) -> ServerJob | None:
-    """USER's server job (None: no job id in its state)."""
-    url = (cfg.hub_bind.connect_origin + cfg.public.path
-           + f"hub/api/users/{quote(user, safe='')}")
-    r = await client.get(url, headers={"Authorization": f"token {hub_token}"}, timeout=5.0)
-    r.raise_for_status()
-    s = (r.json().get("servers") or {}).get(server) or {}
-    job_id = str((s.get("state") or {}).get("job_id") or "")
-    if not job_id:
-        return None
-    j = job(job_id, runner)
-    hub_state = ("ready" if s.get("ready") else
-                 f"pending:{s['pending']}" if s.get("pending") else "stopped")
-    return ServerJob(user, server, job_id, hub_state, j.state if j else "UNKNOWN",
-                     j.reason if j else "")
-
-
 def pending_verdict(sj: ServerJob | None) -> tuple[str, str] | None:
     """(what, fix) for probe-spawn when a server waits in the queue; None otherwise."""
-    if sj is None or sj.slurm_state not in ("PENDING", "CONFIGURING", "REQUEUED"):
+    if sj is None or sj.slurm_state not in PENDING_STATES:
         return None
     why = {
         "Resources": "the cluster has no free resources for it",
@@ -231,6 +256,41 @@ def pending_verdict(sj: ServerJob | None) -> tuple[str, str] | None:
            "(c.SlurmSpawner.req_nprocs / req_memory / req_partition); "
            "c.Spawner.start_timeout bounds the wait")
     return what, fix
+
+
+class SchedulerWatch:
+    """A periodic check for the supervisor: puts `scheduler` (scheduler_status) into the
+    status dict it is given, at most every `interval_s`, and calls `on_change` (e.g. the
+    supervisor's publish) when the block changed. Adds nothing while no active server has a
+    job id (a hub not using batchspawner costs one GET /users?state=active per interval).
+    Never raises: a failure is recorded as `scheduler.error`."""
+
+    __name__ = "scheduler_jobs"
+
+    def __init__(self, client: httpx.AsyncClient, cfg: Config, hub_token: str,
+                 status: dict[str, object], interval_s: float = 10.0, runner: Runner = run,
+                 on_change: Callable[[], object] | None = None):
+        self.client, self.cfg, self.token = client, cfg, hub_token
+        self.status, self.interval_s, self.runner = status, interval_s, runner
+        self.on_change = on_change
+        self._last = -1e9
+
+    async def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        before = self.status.get("scheduler")
+        try:
+            found = await server_jobs(self.client, self.cfg, self.token, self.runner)
+        except Exception as e:  # the hub restarting, a network error: say so, keep going
+            if isinstance(before, dict):
+                self.status["scheduler"] = {**before, "error": f"{type(e).__name__}: {e}"}
+        else:
+            if found or before is not None:
+                self.status["scheduler"] = scheduler_status(found)
+        if self.status.get("scheduler") != before and self.on_change is not None:
+            self.on_change()
 
 
 # ---- doctor -------------------------------------------------------------------------------

@@ -126,6 +126,8 @@ class Supervisor:
         self._reload_pending = False
         self._stop = asyncio.Event()
         self.periodic: list[Callable[[], Awaitable[None]]] = []  # run every health interval
+        self.on_start: list[Callable[[], Awaitable[None]]] = []  # once, before the bring-up
+        self.on_stop: list[Callable[[], None]] = []  # once, after everything stopped
 
     # ---- status -------------------------------------------------------------------
     def publish(self, sentence: str | None = None) -> None:
@@ -176,6 +178,8 @@ class Supervisor:
             stop.cancel()
             await self._shutdown()
             watchdog.cancel()
+            for stop_hook in self.on_stop:
+                stop_hook()
             for c in self.components:
                 c.sink.close()
         return code
@@ -222,6 +226,8 @@ class Supervisor:
     async def _main(self) -> None:
         proxy, hub = self.by_name["proxy"], self.by_name["hub"]
         self.publish("starting")
+        for hook in self.on_start:
+            await hook()
         await self._bring_up(proxy)
         await self._bring_up(hub)
         await self._prove_chain()
