@@ -7,15 +7,18 @@ machine: the test users' environment, servers on 127.0.0.1, a 3 s poll interval)
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from hubsvc import config as config_mod
 from hubsvc import routewatch, slurm
@@ -89,6 +92,16 @@ async def _drifts(hub: Any) -> list[routewatch.Drift]:
 async def _server_jobs(hub: Any) -> list[slurm.ServerJob]:
     async with httpx.AsyncClient(trust_env=False) as client:
         return await slurm.server_jobs(client, cfg_of(hub), hubsvc_token(hub))
+
+
+async def _watch_once(hub: Any, status: dict[str, object]) -> None:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        await slurm.SchedulerWatch(client, cfg_of(hub), hubsvc_token(hub), status)()
+
+
+async def _user_job(hub: Any, user: str) -> slurm.ServerJob | None:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        return await slurm.user_job(client, cfg_of(hub), hubsvc_token(hub), user)
 
 
 def listening_on(port: int) -> set[str]:
@@ -216,13 +229,7 @@ def test_scancel_behind_the_hubs_back(cluster: Cluster, slurm_hub: Any) -> None:
 
 def test_full_cluster_reports_pending(cluster: Cluster, slurm_hub: Any) -> None:
     hub = slurm_hub()
-    # fill the node: one job holding every CPU
-    out = subprocess.run(["sbatch", "--parsable", "--uid", "hsvcs3", "-c", "2", "-o", "/dev/null",
-                          "--chdir", "/tmp", "--wrap", "sleep 300"],
-                         capture_output=True, text=True, timeout=15, check=True).stdout
-    blocker = out.strip().split(";")[0]
-    wait_for(lambda: any(j["id"] == blocker and j["state"] == "RUNNING" for j in cluster.jobs()),
-             20, "the blocking job running")
+    blocker = fill_cluster(cluster)  # one job holding every CPU of the node
     user = "hsvcs2"
     assert hub.inst.api_call("POST", f"users/{user}").status_code in (201, 409)
     r = hub.inst.api_call("POST", f"users/{user}/server", timeout=30)
@@ -232,10 +239,15 @@ def test_full_cluster_reports_pending(cluster: Cluster, slurm_hub: Any) -> None:
                            and j.slurm_state == "PENDING" and j.reason == "Resources"],
                   20, "the job PENDING (Resources)")[0]
     assert sj.job_id == job_id and sj.hub_state == "pending:spawn"
-    block = slurm.scheduler_status(asyncio.run(_server_jobs(hub)))
-    assert [p["user"] for p in block["pending"]] == [user]
+    # what the supervisor's periodic watch publishes for `hubsvc status`
+    published: dict[str, object] = {}
+    asyncio.run(_watch_once(hub, published))
+    block = published["scheduler"]
+    assert isinstance(block, dict)
+    assert [p["user"] for p in block["pending"]] == [user] and block["running"] == 0
     assert "PENDING (Resources)" in "\n".join(slurm.status_lines(block))
-    what, _fix = slurm.pending_verdict(sj) or ("", "")
+    # what probe-spawn says about it
+    what, _fix = slurm.pending_verdict(asyncio.run(_user_job(hub, user))) or ("", "")
     assert "PENDING in the queue" in what and "no free resources" in what
     # hubsvc does not take a queued job for a failing hub
     st = hub.inst.status()
@@ -247,3 +259,37 @@ def test_full_cluster_reports_pending(cluster: Cluster, slurm_hub: Any) -> None:
     assert job_of(hub, user) == job_id
     token = hub.inst.user_token(user)
     hub.inst.wait_public(f"/user/{user}/api/status", token, 200, timeout=20)
+
+
+def fill_cluster(cluster: Cluster) -> str:
+    """Submit one job holding every CPU of the node; its id once it runs."""
+    out = subprocess.run(["sbatch", "--parsable", "--uid", "hsvcs3", "-c", "2", "-o", "/dev/null",
+                          "--chdir", "/tmp", "--wrap", "sleep 300"],
+                         capture_output=True, text=True, timeout=15, check=True).stdout
+    blocker = out.strip().split(";")[0]
+    wait_for(lambda: any(j["id"] == blocker and j["state"] == "RUNNING" for j in cluster.jobs()),
+             20, "the blocking job running")
+    return blocker
+
+
+@pytest.mark.xfail(reason="needs the wiring in docs/NOTES-issue7-for-lead.md (status, "
+                          "probe-spawn); remove this mark once it is in", strict=False)
+def test_pending_in_hubsvc_status_and_probe_spawn(cluster: Cluster, slurm_hub: Any) -> None:
+    hub = slurm_hub()
+    fill_cluster(cluster)
+    user = "hsvcs2"
+    assert hub.inst.api_call("POST", f"users/{user}").status_code in (201, 409)
+    hubsvc = [str(Path(sys.executable).parent / "hubsvc")]
+    probe = subprocess.run([*hubsvc, "probe-spawn", "--config", str(hub.inst.config), "--user",
+                            user, "--timeout", "15", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    verdict = json.loads(probe.stdout)
+    assert verdict["outcome"] == "pending", verdict
+    assert verdict["cause"] == "scheduler_pending" and "PENDING" in verdict["summary"]
+    st = hub.inst.wait_status(lambda s: (s.get("scheduler") or {}).get("pending"), 20)
+    assert [p["user"] for p in st["scheduler"]["pending"]] == [user]
+    assert st["scheduler"]["pending"][0]["reason"] == "Resources"
+    assert st["ready"] and all(c["restarts"] == 0 for c in st["components"].values())
+    text = subprocess.run([*hubsvc, "status", "--config", str(hub.inst.config)],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert f"{user}: job" in text and "PENDING (Resources)" in text
