@@ -385,6 +385,29 @@ def test_redirect_loop_through_the_hubs_private_port(hubsvc: Instance) -> None:
     assert by_id(doc)["service.routes"]["severity"] == "ok"  # the route is really there
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to nobody")
+def test_running_service_checked_by_an_unprivileged_account(hubsvc: Instance) -> None:
+    """nobody cannot read the tokens, status.json or root's /proc/PID/fd: it says so
+    (skipped, with the reason) instead of calling hubsvc's own ports taken."""
+    _open_tree(hubsvc)
+    hubsvc.run_dir.chmod(0o750)  # as RuntimeDirectoryMode= in the unit
+    rc, doc, elapsed = run_doctor(hubsvc.config, user="nobody")
+    assert problems(doc) == [], problems(doc)
+    assert rc == 0
+    f = by_id(doc)
+    assert f["service.status"]["severity"] == "skipped"
+    assert "cannot be read by this account" in f["service.status"]["what"]
+    for key in ("ports.public", "ports.api", "ports.hub"):
+        assert f[key]["severity"] == "skipped", f[key]
+        assert "cannot identify" in f[key]["what"]
+    assert f["service.proxy_api"]["severity"] == "skipped"
+    assert "root or as the service account" in f["service.proxy_api"]["fix"]
+    assert f["entry.public"]["severity"] == "ok"
+    assert "root (uid 0)" in f["files.account"]["what"]  # the files are checked for root
+    assert f["files.secrets"]["severity"] == "skipped"  # nobody cannot enter the 0700 state dir
+    assert elapsed < 3.0, elapsed
+
+
 # ---- the running service ------------------------------------------------------------------------
 def test_route_missing_for_a_running_server(hubsvc: Instance) -> None:
     hubsvc.spawn("alice")
