@@ -121,6 +121,8 @@ class Facts:
     server_version: str | None = None  # X-JupyterHub-Version from the route's target
     target_answers: bool | None = None  # the route's target answered the server's API
     direct_walk: str | None = None  # how the same path ends on the public URL itself
+    server_pid: int | None = None  # from the spawner's state, when it has one
+    server_url: str | None = None  # where the server listens (its JUPYTERHUB_SERVICE_URL)
 
     @property
     def route(self) -> dict[str, Any] | None:
@@ -376,6 +378,8 @@ def diagnose(walk: Walk, facts: Facts) -> Diagnosis:
                 why = f"points at the hub ({tgt}), not at the server"
             elif facts.target_answers is False:
                 why = f"points at {tgt}, where no Jupyter server answers"
+            elif tgt and facts.server_url and origin_of(tgt) != origin_of(facts.server_url):
+                why = f"points at {tgt}, but the server listens at {origin_of(facts.server_url)}"
             else:
                 why = None
             if why:
@@ -437,8 +441,28 @@ def diagnose(walk: Walk, facts: Facts) -> Diagnosis:
             "server can reach the hub's API (hub_connect_url)",
         )
 
-    # 5. Hub unreachable from the server: the server answers errors about the hub.
+    # 5. The proxy cannot reach the route's target (502/503 for the user's URL).
     final = walk.final
+    route = facts.route
+    if (final is not None and final.status in (502, 503, 504) and route is not None
+            and facts.target_answers is False
+            and _path(final.url).startswith(user_prefix)):
+        tgt = route.get("target")
+        where = (f"; the server listens at {origin_of(facts.server_url)}"
+                 if facts.server_url else "")
+        return Diagnosis(
+            "wrong_target",
+            f"the proxy's route for {facts.user} points where no server answers, so the "
+            f"proxy answers {final.status}",
+            [*ev, f"CHP's route {facts.server_path} points at {tgt}, where no Jupyter "
+             f"server answers{where}", f"final hop: {final.line()}"],
+            "re-sync the proxy's routes from the hub (POST /hub/api/proxy; "
+            "`hubsvc probe-spawn` does it unless --no-repair); if it comes back, the server "
+            "died: restart it",
+            repairable=True,
+        )
+
+    # 6. Hub unreachable from the server: the server answers errors about the hub.
     if final is not None and final.served_by == "server" and (final.status or 0) >= 500:
         return Diagnosis(
             "hub_unreachable",
@@ -717,6 +741,16 @@ async def resync_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) 
     return True, f"re-synced the proxy's routes from the hub (POST /hub/api/proxy, {ms:.0f} ms)"
 
 
+async def _server_api(client: httpx.AsyncClient, url: str) -> tuple[bool, str | None]:
+    """(answers like a Jupyter server, its X-JupyterHub-Version) for GET url."""
+    try:
+        r = await client.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return False, None
+    ok = r.status_code == 200 and "version" in r.text
+    return ok, (r.headers.get("x-jupyterhub-version") if ok else None)
+
+
 async def _gather_facts(client: httpx.AsyncClient, cfg: Config, facts: Facts) -> None:
     facts.routes = await chp_routes(client, cfg)
     if facts.routes is not None:
@@ -728,17 +762,16 @@ async def _gather_facts(client: httpx.AsyncClient, cfg: Config, facts: Facts) ->
             root = facts.routes.get("/")
             if isinstance(root, dict):
                 facts.hub_target = root.get("target")
+    if facts.server_pid and not facts.server_url:
+        facts.server_url = _environ_of(facts.server_pid).get("JUPYTERHUB_SERVICE_URL")
     route = facts.route
     if route and route.get("target") and facts.server_path:
         url = route["target"].rstrip("/") + facts.server_path + "api"
-        try:
-            r = await client.get(url, timeout=2.0)
-            facts.target_answers = r.status_code == 200 and "version" in r.text
-            facts.server_version = r.headers.get("x-jupyterhub-version") if (
-                facts.target_answers
-            ) else None
-        except httpx.HTTPError:
-            facts.target_answers = False
+        facts.target_answers, facts.server_version = await _server_api(client, url)
+    if facts.server_version is None and facts.server_url:
+        # no usable route: ask the server where its own environment says it listens
+        _ok, facts.server_version = await _server_api(
+            client, facts.server_url.rstrip("/") + "/api")
 
 
 def _make_facts(cfg: Config, user: str) -> Facts:
@@ -852,6 +885,8 @@ async def probe_spawn(
             r = await hub.call("GET", f"users/{quote(user)}")
             server = (r.json().get("servers") or {}).get("")
         facts.server_ready = bool(server and server.get("ready"))
+        pid = ((server or {}).get("state") or {}).get("pid")
+        facts.server_pid = pid if isinstance(pid, int) else None
         facts.server_path = (server or {}).get("url") or f"{cfg.public.path}user/{quote(user)}/"
 
         # credentials for the walk
@@ -984,6 +1019,7 @@ async def _walk_and_judge(client: httpx.AsyncClient, cfg: Config, hub: HubAPI,
             facts2 = _make_facts(cfg, facts.user)
             facts2.hub_version, facts2.server_path = facts.hub_version, facts.server_path
             facts2.server_ready = facts.server_ready
+            facts2.server_pid, facts2.server_url = facts.server_pid, facts.server_url
             w2 = await _walk_once(client, cfg, facts2, headers, password, entry, deadline)
             if w2.ended == "ok" and w2.final is not None and (w2.final.status or 0) < 400:
                 v.first_chain, v.chain = v.chain, w2.hops

@@ -153,6 +153,23 @@ def test_missing_route_loop_found_fast_repaired_and_reprobed(quiet_hubsvc: Insta
     assert "LOOP FOUND AND REPAIRED" in text and "chain before repair" in text
 
 
+def test_route_to_a_dead_target_is_wrong_target_and_repaired(quiet_hubsvc: Instance) -> None:
+    hubsvc = quiet_hubsvc
+    hubsvc.spawn("olga")
+    with httpx.Client(trust_env=False, timeout=5) as c:
+        r = c.post(f"{hubsvc.api}/api/routes/user/olga",
+                   json={"target": f"http://127.0.0.1:{free_port()}", "user": "olga",
+                         "server_name": "", "jupyterhub": True},
+                   headers={"Authorization": f"token {hubsvc.secret('proxy_auth_token')}"})
+    assert r.status_code == 201
+    v = probe(hubsvc, "olga", start=False, repair=False)
+    assert (v.outcome, v.cause, v.exit_code) == ("broken", "wrong_target", 1), v.render_text()
+    assert any("the server listens at http://127.0.0.1:" in e for e in v.evidence), v.evidence
+    v = probe(hubsvc, "olga", start=False)
+    assert (v.outcome, v.cause, v.exit_code) == ("repaired", "wrong_target", 0), v.render_text()
+    assert v.chain[-1].status == 200
+
+
 async def _check(cfg: config.Config, inst: Instance) -> list[Any]:
     async with httpx.AsyncClient(trust_env=False) as c:
         return await check_routes(c, cfg, inst.secret("hubsvc_api_token"))
@@ -241,6 +258,9 @@ def test_version_skew_is_reported(make_hubsvc: Any, skew_singleuser: Path) -> No
     delete_route(inst, "frank")
     v = probe(inst, "frank", start=False, repair=False)
     assert (v.outcome, v.cause) == ("loop", "missing_route"), v.render_text()
+    # the server's version is read where its own environment says it listens
+    assert any(f"X-JupyterHub-Version {SKEW_VERSION}" in e and "2 redirects" in e
+               for e in v.evidence), v.evidence
 
 
 # --------------------------------------------------------------------------- server-side causes
