@@ -175,3 +175,13 @@ def test_loopwatch_skew_and_private_and_quiet():
     (ep,) = lw.expire()
     assert ep.user == "bob" and ep.cause == "private_address" and ep.ended_by == "quiet"
     assert ep.event()["event"] == "redirect_loop"
+
+
+def test_dead_route_target_503_is_wrong_target():
+    routes = {"/": {"target": HUB, "data": {"hub": True}},
+              "/user/alice": {"target": "http://127.0.0.1:1", "data": {"user": "alice"}}}
+    w = Walk([Hop("GET", f"{PUB}/user/alice/", 503, None, served_by="server")], "ok")
+    d = diagnose(w, facts(routes=routes, hub_target=HUB, target_answers=False,
+                          server_url="http://127.0.0.1:5555/user/alice/"))
+    assert d.cause == "wrong_target" and d.repairable
+    assert any("listens at http://127.0.0.1:5555" in e for e in d.evidence)

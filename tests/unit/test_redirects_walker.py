@@ -1,0 +1,81 @@
+"""The walker's loop rules on a scripted HTTP transport (pure logic; the real programs
+are exercised in tests/integration/test_redirects.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from hubsvc.redirects import BROWSER_REDIRECT_LIMIT, Facts, Walker
+
+pytestmark = pytest.mark.unit
+PUB = "http://127.0.0.1:8000"
+
+
+def facts() -> Facts:
+    return Facts(user="alice", public_origin=PUB, public_base="/",
+                 hub_origin="http://127.0.0.1:8081", server_path="/user/alice/")
+
+
+def walk(handler, start: str):
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+            return await Walker(c, facts(), headers={}).walk(start)
+
+    return asyncio.run(go())
+
+
+def test_counter_only_change_is_a_loop_before_the_sleeping_hop():
+    asked = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        asked.append(str(req.url))
+        p = req.url.path
+        n = int(req.url.params.get("redirects", 0))
+        if p == "/user/alice/":
+            return httpx.Response(302, headers={"location": f"/hub/user/alice/?redirects={n}"
+                                                if n else "/hub/user/alice/"})
+        return httpx.Response(302, headers={"location": f"/user/alice/?redirects={n + 1}"})
+
+    w = walk(handler, f"{PUB}/user/alice/")
+    assert w.ended == "loop" and w.repeat_of == 0 and len(w.hops) == 2
+    assert not any("hub/user/alice/?redirects" in u for u in asked)  # the hub would sleep
+
+
+def test_ever_new_urls_end_at_the_browser_limit():
+    def handler(req: httpx.Request) -> httpx.Response:
+        n = int(req.url.params.get("page", 0))
+        return httpx.Response(302, headers={"location": f"/x?page={n + 1}"})
+
+    w = walk(handler, f"{PUB}/x?page=0")
+    assert w.ended == "too_many_redirects" and len(w.hops) == BROWSER_REDIRECT_LIMIT
+
+
+def test_same_url_with_new_cookie_is_not_a_loop():
+    """The OAuth handshake: /lab, then authorize, callback (sets a cookie), /lab again."""
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        p = req.url.path
+        has = "srv" in req.headers.get("cookie", "")
+        if p == "/user/alice/lab":
+            if has:
+                return httpx.Response(200, text="lab")
+            return httpx.Response(302, headers={"location": "/hub/api/oauth2/authorize?state=1"})
+        if p == "/hub/api/oauth2/authorize":
+            return httpx.Response(302, headers={"location": "/user/alice/oauth_callback?code=9"})
+        return httpx.Response(302, headers={"location": "/user/alice/lab",
+                                            "set-cookie": "srv=1; Path=/user/alice/"})
+
+    w = walk(handler, f"{PUB}/user/alice/lab")
+    assert w.ended == "ok" and w.final.status == 200 and len(w.hops) == 4
+
+
+def test_growing_path_is_a_loop():
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"location": req.url.path.replace(
+            "/jhub/", "/jhub/hub/", 1)})
+
+    w = walk(handler, f"{PUB}/jhub/hub/user/alice/")
+    assert w.ended == "loop" and w.growing and len(w.hops) == 1
