@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import errno
 import grp
 import http.client
+import ipaddress
 import json
 import os
 import pwd
@@ -1162,6 +1163,7 @@ def check_ports(ctx: Ctx, preflight: bool = False) -> list[Finding]:
         if not preflight and holder.pid is not None and holder.pid in ctx.our_pids:
             out.append(_f(id, "ports", "ok",
                           f"{label} {ep.host}:{ep.port} is held by hubsvc ({holder.describe()})"))
+            out += _exposure_findings(ctx, key, ep, holder)
             continue
         if not preflight and holder.pid is None and (ctx.supervisor_alive
                                                      or ctx.status_error):
@@ -1198,6 +1200,30 @@ def check_ports(ctx: Ctx, preflight: bool = False) -> list[Finding]:
                       "unless single-user servers on other hosts must reach it; then "
                       "firewall it from users"))
     return out
+
+
+def _exposure_findings(ctx: Ctx, key: str, ep: Endpoint, holder: ports.Holder) -> list[Finding]:
+    """hubsvc's own listener bound wider than its config says (extra_args overriding it)."""
+    try:
+        actual = ipaddress.ip_address(holder.address)
+    except ValueError:
+        return []
+    if key not in ("api", "hub") or not ep.is_loopback or actual.is_loopback:
+        return []
+    if key == "api":
+        return [_f("ports.api_exposure", "ports", "error",
+                   f"the proxy API listens on {holder.address}, reachable from the network, "
+                   f"although proxy.api_url is {ep.origin}",
+                   holder.describe(),
+                   "remove --api-ip (or the address given to it) from proxy.extra_args in "
+                   "hubsvc.toml, then restart hubsvc; whoever holds the token controls every "
+                   "route")]
+    return [_f("ports.hub_exposure", "ports", "error",
+               f"the hub listens on {holder.address}, reachable from the network, although "
+               f"hub.bind_url is {ep.origin}: users can bypass the proxy",
+               holder.describe(),
+               "remove the address override from hub.extra_args (or the admin's JupyterHub "
+               "config), then restart hubsvc")]
 
 
 def check_entry_url(ctx: Ctx, url: str) -> list[Finding]:
