@@ -182,6 +182,27 @@ def test_node_not_on_the_services_path(make_hubsvc: Any) -> None:
     assert "proxy.version" not in by_id(doc)
 
 
+def test_hub_command_whose_python_lacks_jupyterhub(make_hubsvc: Any) -> None:
+    """A jupyterhub launcher left pointing at a Python without JupyterHub (the system one)."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import jupyterhub"],
+                      capture_output=True).returncode == 0:
+        pytest.skip("the system Python has jupyterhub")
+    inst: Instance = make_hubsvc(start=False)
+    launcher = inst.root / "bin" / "jupyterhub"
+    launcher.parent.mkdir()
+    launcher.write_text("#!/usr/bin/python3\nimport sys\nfrom jupyterhub.app import main\n"
+                        "sys.exit(main())\n")
+    launcher.chmod(0o755)
+    inst.overrides = {"hub": {"command": str(launcher)}}
+    inst.write_config()
+    rc, doc, _ = run_doctor(inst.config)
+    f = by_id(doc)["hub.import"]
+    assert rc == 1 and f["severity"] == "error" and f["blocks_start"]
+    assert "cannot be imported in the hub's environment" in f["what"]
+    assert "/usr/bin/python3: cannot import jupyterhub: ModuleNotFoundError" in f["evidence"]
+    assert "/usr/bin/python3 -m pip install 'jupyterhub>=6,<7'" in f["fix"]
+
+
 @pytest.fixture(scope="session")
 def other_jupyterhub() -> Path:
     """A second environment with another JupyterHub release (created once, cached)."""
