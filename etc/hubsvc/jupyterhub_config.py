@@ -14,6 +14,12 @@
 
 c = get_config()  # noqa: F821
 
+# PAM reports (e.g. "authentication failure") through syslog from inside the hub process;
+# name them like the hub's own lines in the journal instead of "python".
+import syslog  # noqa: E402
+
+syslog.openlog("hubsvc-hub", syslog.LOG_PID)
+
 # --- Login ----------------------------------------------------------------------------
 c.JupyterHub.authenticator_class = "pam"
 # Who may log in. By default nobody but the admins below: list users, or allow everyone

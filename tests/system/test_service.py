@@ -115,9 +115,19 @@ def test_local_user_logs_in_and_spawns(machine: Machine) -> None:
 
 
 def test_journal_is_structured_and_attributable(machine: Machine) -> None:
+    # CHP logs warnings only (hubsvc runs it with --log-level warn): provoke one, a request
+    # to its API without the token.
+    assert machine.client("get", "http://127.0.0.1:8001/api/routes")["status"] == 403
+    time.sleep(1)
     entries = machine.journal("hubsvc")
     idents = {e.get("SYSLOG_IDENTIFIER") for e in entries}
     assert {"hubsvc", "hubsvc-proxy", "hubsvc-hub"} <= idents, idents
+    # Nothing under the unit is anonymous: PAM's syslog lines from inside the hub
+    # (the failed login above) carry the hub's name too.
+    assert idents <= {"hubsvc", "hubsvc-proxy", "hubsvc-hub", "systemd"}, idents
+    assert any(
+        "pam_unix" in e.get("MESSAGE", "") and e.get("SYSLOG_IDENTIFIER") == "hubsvc-hub" for e in entries
+    )
     own = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "hubsvc"]
     events = {e.get("HUBSVC_EVENT") for e in own}
     assert {"starting", "ready"} <= events, events
@@ -130,7 +140,7 @@ def test_journal_is_structured_and_attributable(machine: Machine) -> None:
             assert e.get("_SYSTEMD_UNIT") == UNIT
     proxy_lines = [e["MESSAGE"] for e in entries if e.get("SYSLOG_IDENTIFIER") == "hubsvc-proxy"]
     hub_lines = [e["MESSAGE"] for e in entries if e.get("SYSLOG_IDENTIFIER") == "hubsvc-hub"]
-    assert any("ConfigProxy" in line for line in proxy_lines)
+    assert any("403 GET /api/routes" in line for line in proxy_lines), proxy_lines
     assert any("JupyterHub" in line for line in hub_lines)
     assert not any("ConfigProxy" in line for line in hub_lines)
 
