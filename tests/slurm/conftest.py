@@ -11,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,17 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         c.down()
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temporary folder others may enter (pytest's tmp_path sits under a 0700 folder)."""
+    d = Path(tempfile.mkdtemp(prefix="hubsvc-slurm-t-", dir="/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _world_runnable(p: Path) -> bool:

@@ -47,8 +47,8 @@ def test_not_slurm_no_findings(cluster: Cluster, slurm_hub: Any) -> None:
     assert slurm.doctor_findings(config_mod.load(hub.inst.config)) == []
 
 
-def test_config_traps(cluster: Cluster, slurm_hub: Any, tmp_path: Path) -> None:
-    private = tmp_path / "private"  # like a venv on a Python under /root (0700)
+def test_config_traps(cluster: Cluster, slurm_hub: Any, open_tmp: Path) -> None:
+    private = open_tmp / "private"  # like a venv on a Python under /root (0700)
     (private / "bin").mkdir(parents=True)
     tool = private / "bin" / "batchspawner-singleuser"
     tool.write_text("#!/bin/sh\n")
@@ -75,8 +75,8 @@ def test_config_traps(cluster: Cluster, slurm_hub: Any, tmp_path: Path) -> None:
     assert "'0.0.0.0'" in ids["scheduler.ip"].what and "Unicode" in ids["scheduler.ip"].fix
     assert "nosuchuser7" in ids["scheduler.users"].evidence
     assert "hsvcs1" not in ids["scheduler.users"].evidence
-    assert str(private) in ids["scheduler.env.batchspawner_singleuser_cmd"].evidence
-    assert "drwx------" in ids["scheduler.env.batchspawner_singleuser_cmd"].evidence
+    ev = ids["scheduler.env.batchspawner_singleuser_cmd"].evidence
+    assert ev.startswith(f"{private} (drwx------) cannot be entered"), ev
     assert "secure_path" in ids["scheduler.cmd.cmd"].evidence
     for f in found:
         if f.severity in ("error", "warning"):

@@ -1,0 +1,117 @@
+"""hubsvc.slurm's parsing and reporting, with canned scheduler answers (no cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hubsvc import slurm
+
+
+def canned(answers: dict[str, tuple[int, str, str]]) -> slurm.Runner:
+    def runner(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
+        return answers.get(argv[0], (127, "", f"{argv[0]}: not found"))
+    return runner
+
+
+def test_jobs_parses_and_tells_gone_from_unknown() -> None:
+    out = "7|PENDING|Resources|ann|n/a\n8|RUNNING|None|bob|node1\n"
+    got = slurm.jobs(["7", "8", "9"], canned({"squeue": (0, out, "")}))
+    assert got is not None and set(got) == {"7", "8"}
+    assert got["7"].pending and got["7"].reason == "Resources" and got["7"].node == ""
+    assert got["8"].running and got["8"].node == "node1"
+    gone = canned({"squeue": (1, "", "slurm_load_jobs error: Invalid job id specified\n")})
+    assert slurm.jobs(["9"], gone) == {}
+    down = canned({"squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller")})
+    assert slurm.jobs(["9"], down) is None
+    assert slurm.jobs(["x; rm -rf /"], canned({})) == {}  # ids are digits only
+
+
+def test_controller_up_and_down() -> None:
+    up = canned({"scontrol": (0, "Slurmctld(primary) at vm is UP\n", "")})
+    assert slurm.controller(up).ok
+    down = canned({"scontrol": (1, "Slurmctld(primary) at vm is DOWN\n", "")})
+    assert not slurm.controller(down).ok and "DOWN" in slurm.controller(down).detail
+    assert not slurm.controller(canned({})).ok
+
+
+def sj(state: str, reason: str = "None", user: str = "ann") -> slurm.ServerJob:
+    return slurm.ServerJob(user, "", "7", "pending:spawn", state, reason)
+
+
+def test_status_block_and_lines() -> None:
+    block = slurm.scheduler_status([sj("PENDING", "Resources"), sj("RUNNING", user="bob"),
+                                    sj("GONE", "", user="cy")])
+    assert block["jobs"] == 3 and block["running"] == 1
+    assert [p["user"] for p in block["pending"]] == ["ann"]
+    assert [o["user"] for o in block["other"]] == ["cy"]
+    text = "\n".join(slurm.status_lines(block))
+    assert "ann: job 7 PENDING (Resources)" in text and "not a hub failure" in text
+    assert "cy: job 7 GONE" in text
+
+
+def test_pending_verdict() -> None:
+    assert slurm.pending_verdict(None) is None
+    assert slurm.pending_verdict(sj("RUNNING")) is None
+    what, fix = slurm.pending_verdict(sj("PENDING", "Priority")) or ("", "")
+    assert "higher priority" in what and "start_timeout" in fix
+
+
+def test_unreadable_by(open_tmp: Path) -> None:
+    d = open_tmp / "env"
+    (d / "bin").mkdir(parents=True)
+    prog = d / "bin" / "tool"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o755)
+    for p in (d, d / "bin"):
+        p.chmod(0o755)
+    assert slurm.unreadable_by(prog, None) is None
+    d.chmod(0o700)
+    why = slurm.unreadable_by(prog, None)
+    assert why is not None and str(d) in why and "drwx------" in why
+    d.chmod(0o755)
+    prog.chmod(0o700)
+    assert "cannot be read and executed" in (slurm.unreadable_by(prog, None) or "")
+    assert "does not exist" in (slurm.unreadable_by(d / "nope", None) or "")
+
+
+class FakeClient:
+    """Stands in for httpx.AsyncClient: the hub's /users answer."""
+
+    def __init__(self, users: list[dict[str, Any]]):
+        self.users = users
+
+    async def get(self, url: str, **kw: Any) -> Any:
+        users = self.users
+
+        class R:
+            def raise_for_status(self) -> None:
+                pass
+
+            def json(self) -> Any:
+                return {"items": users, "_pagination": {"next": None}}
+        return R()
+
+
+def test_scheduler_watch_publishes_only_with_jobs() -> None:
+    from hubsvc.config import parse
+
+    cfg = parse({})
+    published: dict[str, object] = {}
+    changes: list[int] = []
+    runner = canned({"squeue": (0, "7|PENDING|Resources|ann|n/a\n", "")})
+    none = slurm.SchedulerWatch(FakeClient([{"name": "ann", "servers": {}}]), cfg, "t",  # type: ignore[arg-type]
+                                published, runner=runner, on_change=lambda: changes.append(1))
+    asyncio.run(none())
+    assert published == {} and changes == []
+    users = [{"name": "ann", "servers": {"": {"pending": "spawn", "ready": False,
+                                              "state": {"job_id": "7"}}}}]
+    w = slurm.SchedulerWatch(FakeClient(users), cfg, "t", published, runner=runner,  # type: ignore[arg-type]
+                             on_change=lambda: changes.append(1))
+    asyncio.run(w())
+    assert published["scheduler"]["pending"][0]["reason"] == "Resources"  # type: ignore[index]
+    assert changes == [1]
+    asyncio.run(w())  # within interval_s: nothing asked, nothing changed
+    assert changes == [1]
