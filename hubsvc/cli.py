@@ -46,16 +46,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG
-    return asyncio.run(_run(cfg, use_journal=(mode == "journal")))
+    launcher = _choose_launcher(cfg)
+    if isinstance(launcher, Problem):
+        _print_problems([launcher], str(cfg.source))
+        return EX_CONFIG
+    return asyncio.run(_run(cfg, launcher, log_mode=mode))
 
 
-async def _run(cfg: Config, use_journal: bool) -> int:
+def _choose_launcher(cfg: Config) -> str | Problem:
+    wanted = cfg.supervisor.launcher
+    if wanted == "process":
+        return "process"
+    if wanted == "auto" and "INVOCATION_ID" not in os.environ:
+        return "process"  # not started by systemd
+    from .launch.systemd import usable
+
+    why = usable(cfg.paths.state_dir, cfg.paths.runtime_dir)
+    if why is None:
+        return "systemd"
+    if wanted == "systemd":
+        return Problem("supervisor.launcher", f"\"systemd\" cannot be used: {why}",
+                       "install the hubsvc package's units and run as root under systemd, "
+                       "or set launcher = \"process\"")
+    import structlog
+
+    structlog.get_logger("hubsvc").info("launcher_chosen", launcher="process", reason=why)
+    return "process"
+
+
+async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     import structlog
 
     from . import components, hubconfig, probes
     from . import secrets as secrets_mod
     from .hubapi import HubAPI
-    from .launch.process import ProcessLauncher
     from .notify import Notifier
     from .supervisor import Supervisor
     from .watch import Watch
@@ -94,12 +118,23 @@ async def _run(cfg: Config, use_journal: bool) -> int:
                 raise ConfigError(problems)
             return new, build(new)
 
+        if launcher_name == "systemd":
+            from .launch.systemd import SystemdLauncher
+
+            launcher: Any = SystemdLauncher(cfg.paths.runtime_dir)
+            output = "unit"
+        else:
+            from .launch.process import ProcessLauncher
+
+            launcher = ProcessLauncher()
+            output = "journal" if log_mode == "journal" else "pipe"
+        log.info("launcher", launcher=launcher_name, output=output)
         sup = Supervisor(
-            cfg, build(cfg), ProcessLauncher(), notifier,
+            cfg, build(cfg), launcher, notifier,
             HubAPI(client, cfg, secrets_mod.read(files.hub_api_token)),
             proxy_token=secrets_mod.read(files.proxy_token),
             keep_user_servers=keep,
-            use_journal=use_journal,
+            output_mode=output,
             reloader=reload,
         )
         sup.periodic.append(_overrides_reporter(cfg))
@@ -186,6 +221,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = isinstance(doc.get("pid"), int) and status.pid_is_supervisor(doc["pid"])
     running = running and doc.get("state") not in ("stopped", "failed")
     doc["running"] = running
+    if running and doc.get("launcher") == "systemd":
+        status.add_unit_views(doc)
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))
     else:

@@ -90,7 +90,7 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> 
         name="proxy",
         argv=argv,
         env=child_env({"CONFIGPROXY_AUTH_TOKEN": token}),
-        cwd=cfg.paths.state_dir,
+        cwd=Path("/"),  # CHP writes no files; its unit runs as an unprivileged user
         start_timeout_s=cfg.proxy.start_timeout_s,
         stop_timeout_s=cfg.proxy.stop_timeout_s,
         ready=api_ok,

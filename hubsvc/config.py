@@ -266,7 +266,15 @@ class ProbeSettings(_Section):
         return self
 
 
+class SupervisorSettings(_Section):
+    # How components run: "process" (children of hubsvc), "systemd" (the units
+    # hubsvc-proxy.service and hubsvc-hub.service, over D-Bus), or "auto": systemd when
+    # hubsvc runs as root under systemd with the shipped units installed, else process.
+    launcher: Literal["auto", "process", "systemd"] = "auto"
+
+
 class Config(_Section):
+    supervisor: SupervisorSettings = SupervisorSettings()
     paths: Paths = Paths()
     proxy: Proxy = Proxy()
     hub: Hub = Hub()

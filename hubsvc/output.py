@@ -49,8 +49,13 @@ class Sink:
         self._buf = b""
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def open(self, loop: asyncio.AbstractEventLoop, use_journal: bool) -> None:
-        if use_journal and self._open_journal():
+    def open(self, loop: asyncio.AbstractEventLoop, mode: str) -> None:
+        """mode: "pipe", "journal" (a journald stream of our own), or "unit" (the
+        component runs as a systemd unit that writes to the journal itself)."""
+        if mode == "unit":
+            self.kind = "unit"
+            return
+        if mode == "journal" and self._open_journal():
             return
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(r, False)

@@ -40,6 +40,20 @@ def pid_is_supervisor(pid: int) -> bool:
     return b"hubsvc" in cmdline
 
 
+def add_unit_views(doc: dict[str, Any]) -> None:
+    """systemd's own view of each component unit, read now through pystemd."""
+    try:
+        from pystemd.dbuslib import DBus
+
+        from .launch.systemd import UNITS, unit_view
+
+        with DBus() as bus:
+            for comp, name in UNITS.items():
+                doc.setdefault("components", {}).setdefault(comp, {})["systemd"] = unit_view(bus, name)
+    except Exception as e:  # systemd's view is extra: never fail `status` for it
+        doc["systemd_error"] = str(e)
+
+
 def render_table(doc: dict[str, Any], running: bool) -> str:
     lines = []
     state = doc.get("state", "?") if running else f"not running (last state: {doc.get('state', '?')})"
@@ -57,6 +71,10 @@ def render_table(doc: dict[str, Any], running: bool) -> str:
             lf += time.strftime("  (%Y-%m-%d %H:%M:%S)", time.localtime(c["last_failure_at"]))
         pid = c.get("pid") or "-"
         lines.append(f"{name:<10} {pid!s:>8}  {c.get('state', '?'):<11} {c.get('restarts', 0):>8}  {lf}")
+        if c.get("systemd"):
+            u = c["systemd"]
+            lines.append(f"{'':<10} {'':>8}  systemd: {u['unit']} {u['active_state']}/{u['sub_state']}"
+                         f" MainPID={u['main_pid']} NRestarts={u['n_restarts']}")
     for key, title in (("probe", "last probe"), ("redirect_loops", "redirect loops")):
         if doc.get(key):
             lines.append(f"{title}: {json.dumps(doc[key])}")

@@ -101,7 +101,7 @@ class Supervisor:
         hub_api: HubAPI,
         proxy_token: str,
         keep_user_servers: bool,
-        use_journal: bool = False,
+        output_mode: str = "pipe",
         reloader: Callable[[], tuple[Config, list[ComponentSpec]]] | None = None,
     ):
         self.cfg = cfg
@@ -110,7 +110,7 @@ class Supervisor:
         self.hub_api = hub_api
         self.proxy_token = proxy_token
         self.keep_user_servers = keep_user_servers
-        self.use_journal = use_journal
+        self.output_mode = output_mode
         self.components = [
             Component(spec, Sink(spec.name), RestartTracker(cfg.restart)) for spec in specs
         ]
@@ -138,6 +138,7 @@ class Supervisor:
             "state": self.state,
             "ready": self.ready,
             "public_url": self.cfg.public.origin + self.cfg.public.path,
+            "launcher": getattr(self.launcher, "name", "process"),
             "started_at": self.started_at,
             "failure": self.failure,
             "components": {c.name: c.to_json() for c in self.components},
@@ -161,7 +162,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         for c in self.components:
-            c.sink.open(loop, self.use_journal)
+            c.sink.open(loop, self.output_mode)
         watchdog = asyncio.create_task(self._watchdog())
         main = asyncio.create_task(self._main())
         stop = asyncio.create_task(self._stop.wait())
@@ -319,7 +320,7 @@ class Supervisor:
         return f"{describe_exit(rc)} {when}" + self._tail(comp)
 
     def _tail(self, comp: Component) -> str:
-        if comp.sink.kind == "journal":
+        if comp.sink.kind in ("journal", "unit"):
             return f" (its output: journalctl -t hubsvc-{comp.name})"
         lines = comp.sink.last_lines(6)
         return ("; last output: " + " | ".join(lines)) if lines else ""

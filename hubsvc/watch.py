@@ -55,7 +55,7 @@ class Watch:
         hub.sink.consumers.append(lambda _component, line: self.feed(line))
 
     async def _on_start(self) -> None:
-        if self.sup.by_name["hub"].sink.kind == "journal":
+        if self.sup.by_name["hub"].sink.kind in ("journal", "unit"):
             await self.start_journal_reader()
 
     # ---- redirect loops from the hub's log -----------------------------------------

@@ -54,6 +54,8 @@ class ProcessHandle:
 
 
 class ProcessLauncher:
+    name = "process"
+
     async def start(self, spec: ComponentSpec, sink: Sink) -> ProcessHandle:
         out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
         proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,48 @@
+"""`hubsvc exec proxy|hub`: the ExecStart of the component units.
+
+Executes the command line the supervisor built (same `ComponentSpec.argv` as the process
+launcher), read from the systemd credential `launch`; CHP's token comes from the
+credential `proxy_token` into its environment. Imports almost nothing: it runs before
+every component start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+EX_USAGE = 64
+EX_CONFIG = 78
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in ("proxy", "hub"):
+        print("usage: hubsvc exec proxy|hub  (the ExecStart of hubsvc-proxy/hubsvc-hub.service)",
+              file=sys.stderr)
+        return EX_USAGE
+    component = argv[0]
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not creds:
+        print(f"hubsvc exec {component}: no $CREDENTIALS_DIRECTORY; this runs only inside "
+              f"hubsvc-{component}.service, started by hubsvc", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        with open(os.path.join(creds, "launch")) as f:
+            launch = json.load(f)
+        env = dict(os.environ)
+        env.update(launch.get("env", {}))
+        if component == "proxy":
+            with open(os.path.join(creds, "proxy_token")) as f:
+                env["CONFIGPROXY_AUTH_TOKEN"] = f.read().strip()
+        argv_child = [str(a) for a in launch["argv"]]
+        os.chdir(launch.get("cwd") or "/")
+    except (OSError, ValueError, KeyError) as e:
+        print(f"hubsvc exec {component}: cannot read the launch credential: {e}", file=sys.stderr)
+        return EX_CONFIG
+    for var in ("CREDENTIALS_DIRECTORY",):
+        env.pop(var, None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv_child[0], argv_child, env)
+    return 0  # not reached
