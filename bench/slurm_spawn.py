@@ -15,7 +15,9 @@ Usage (root): .venv/bin/python bench/slurm_spawn.py [--runs 5]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shutil
 import statistics
 import sys
 import threading
@@ -119,8 +121,9 @@ def main() -> int:
     finally:
         for i in insts:
             i.cleanup()
+            shutil.rmtree(i.root, ignore_errors=True)
         cluster.down()
-    print(f"machine: {platform.node()} {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} "
+    print(f"machine: {platform.node()} {platform.machine()}, {len(os.sched_getaffinity(0))} "
           f"CPUs, Python {platform.python_version()}; {runs} runs each (median, min, max)")
     print(f"slurm  POST -> job listed (squeue)       {fmt(slurm_rows, 'job_pending')}")
     print(f"slurm  POST -> job RUNNING (squeue)      {fmt(slurm_rows, 'job_running')}")
