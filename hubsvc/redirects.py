@@ -123,6 +123,8 @@ class Facts:
     direct_walk: str | None = None  # how the same path ends on the public URL itself
     server_pid: int | None = None  # from the spawner's state, when it has one
     server_url: str | None = None  # where the server listens (its JUPYTERHUB_SERVICE_URL)
+    server_hub_api: str | None = None  # the hub API URL the server was given
+    server_hub_api_ok: bool | None = None  # does that URL answer from here
 
     @property
     def route(self) -> dict[str, Any] | None:
@@ -463,6 +465,16 @@ def diagnose(walk: Walk, facts: Facts) -> Diagnosis:
         )
 
     # 6. Hub unreachable from the server: the server answers errors about the hub.
+    if facts.server_hub_api_ok is False and final is not None and (final.status or 0) >= 400:
+        return Diagnosis(
+            "hub_unreachable",
+            f"{facts.user}'s server cannot reach the hub's API, so it cannot check any login",
+            [*ev, f"the server was given JUPYTERHUB_API_URL={facts.server_hub_api}, which "
+             "does not answer from this machine", f"final hop: {final.line()}"],
+            "make the hub's API reachable from where the server runs: set "
+            "c.JupyterHub.hub_connect_url (or Spawner.hub_connect_url) to an address the "
+            "server can connect to, then restart the server",
+        )
     if final is not None and final.served_by == "server" and (final.status or 0) >= 500:
         return Diagnosis(
             "hub_unreachable",
@@ -763,7 +775,15 @@ async def _gather_facts(client: httpx.AsyncClient, cfg: Config, facts: Facts) ->
             if isinstance(root, dict):
                 facts.hub_target = root.get("target")
     if facts.server_pid and not facts.server_url:
-        facts.server_url = _environ_of(facts.server_pid).get("JUPYTERHUB_SERVICE_URL")
+        env = _environ_of(facts.server_pid)
+        facts.server_url = env.get("JUPYTERHUB_SERVICE_URL")
+        facts.server_hub_api = env.get("JUPYTERHUB_API_URL")
+    if facts.server_hub_api:
+        try:
+            await client.get(facts.server_hub_api.rstrip("/") + "/", timeout=2.0)
+            facts.server_hub_api_ok = True
+        except httpx.HTTPError:
+            facts.server_hub_api_ok = False
     route = facts.route
     if route and route.get("target") and facts.server_path:
         url = route["target"].rstrip("/") + facts.server_path + "api"

@@ -427,3 +427,83 @@ def test_hubsvc_probe_spawn_command_json_and_exit_codes(quiet_hubsvc: Instance) 
     assert r.returncode == 78 and "no user 'ghost'" in r.stderr
     r = subprocess.run([*base, "--timeout", "-1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 78
+
+
+class Forwarder:
+    """A TCP forwarder on a free loopback port to `target_port`, in a thread; `stop()`
+    closes it and every connection through it (the hub becomes unreachable through it)."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.conns: list[Any] = []
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.stopped:
+            try:
+                a, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                a.close()
+                continue
+            self.conns += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.close()
+
+    def stop(self) -> None:
+        import socket
+
+        self.stopped = True
+        with contextlib.suppress(OSError):
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        self.lsock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+def test_hub_unreachable_from_a_running_server(make_hubsvc: Any) -> None:
+    """The server reaches the hub through a forwarder (hub_connect_url) that is cut once
+    the server runs: every login check of the server fails."""
+    inst = make_hubsvc(start=False, overrides=QUIET)
+    fwd = Forwarder(inst.hub_port)
+    try:
+        inst.hub_extra = f'c.JupyterHub.hub_connect_url = "http://127.0.0.1:{fwd.port}"\n'
+        inst.write_config()
+        inst.start()
+        create_user(inst, "pete")
+        v = probe(inst, "pete", start=True)
+        assert v.outcome == "healthy", v.render_text()
+        fwd.stop()
+        v = probe(inst, "pete", start=False)
+    finally:
+        fwd.stop()
+    assert (v.cause, v.exit_code) == ("hub_unreachable", 1), v.render_text()
+    assert any(f"JUPYTERHUB_API_URL=http://127.0.0.1:{fwd.port}" in e for e in v.evidence)
+    assert "hub_connect_url" in v.fix
