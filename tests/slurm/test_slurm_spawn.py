@@ -210,9 +210,12 @@ def test_scancel_behind_the_hubs_back(cluster: Cluster, slurm_hub: Any) -> None:
     assert asyncio.run(_drifts(hub)) == []
     subprocess.run(["scancel", job_id], check=True, timeout=10)
     wait_for(lambda: not cluster.jobs(USER), 30, "the job gone from squeue")
-    # between the job's end and the hub's next poll, the drift watch sees nothing to fix:
-    # the hub still lists the server and CHP still has its route
+    # between the job's end and the hub's next poll: a user's request fails (no loop), and
+    # the drift watch sees nothing to fix (the hub still lists the server, CHP its route)
+    window = hub.inst.get_public(f"/user/{USER}/api/status", token)
+    assert window != 200
     assert asyncio.run(_drifts(hub)) == []
+    print(f"\nright after scancel: /user/{USER}/api/status -> {window}")
     wait_for(lambda: f"/user/{USER}" not in hub.inst.routes(), 30,
              "the hub's poll removing the route")
     assert not server_model(hub, USER)
@@ -224,7 +227,7 @@ def test_scancel_behind_the_hubs_back(cluster: Cluster, slurm_hub: Any) -> None:
     assert "route_drift" not in log and "redirect_loop" not in log
     st = hub.inst.status()
     assert st["ready"] and all(c["restarts"] == 0 for c in st["components"].values())
-    assert "stopped" in log or "Server stopped" in log or "not running" in log
+    assert f"User {USER} server stopped" in log  # the hub's poll saw the job end
 
 
 def test_full_cluster_reports_pending(cluster: Cluster, slurm_hub: Any) -> None:
