@@ -221,6 +221,12 @@ class Cluster:
                                             stderr=subprocess.STDOUT, start_new_session=True,
                                             user=user, group=group, extra_groups=[] if user else None)
 
+    def _undo_hosts(self) -> None:
+        if self.hosts_edited:
+            lines = HOSTS.read_text().splitlines(keepends=True)
+            HOSTS.write_text("".join(ln for ln in lines if HOSTS_MARK not in ln))
+            self.hosts_edited = False
+
     # ---- queries ------------------------------------------------------------------
     def node_state(self) -> str:
         r = run(["sinfo", "-h", "-N", "-o", "%t"], check=False, timeout=10)
@@ -261,6 +267,7 @@ class Cluster:
 
     # ---- teardown -----------------------------------------------------------------
     def down(self) -> None:
+        started_slurmd = "slurmd" in self.procs
         if "slurmctld" in self.procs:
             with contextlib.suppress(Exception):
                 self.cancel_all()
@@ -274,7 +281,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-        for pid in self.job_pids():  # job steps left behind by a killed slurmd
+        # job steps our slurmd left behind when it had to be killed: the test users' processes
+        for pid in self.job_pids() if started_slurmd else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for log in self.logs:
@@ -289,10 +297,7 @@ class Cluster:
         if self.conf_backup is not None:
             self.conf_backup.rename(SLURM_CONF)
             self.conf_backup = None
-        if self.hosts_edited:
-            lines = HOSTS.read_text().splitlines(keepends=True)
-            HOSTS.write_text("".join(ln for ln in lines if HOSTS_MARK not in ln))
-            self.hosts_edited = False
+        self._undo_hosts()
         if self.munge_dir_created:
             shutil.rmtree(MUNGE_SOCKET.parent, ignore_errors=True)
             self.munge_dir_created = False

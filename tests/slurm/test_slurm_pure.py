@@ -115,3 +115,53 @@ def test_scheduler_watch_publishes_only_with_jobs() -> None:
     assert changes == [1]
     asyncio.run(w())  # within interval_s: nothing asked, nothing changed
     assert changes == [1]
+
+
+def probe_of(ip_default: str, ip_set: str | None = None) -> dict[str, Any]:
+    values = {
+        "cmd": {"value": ["/usr/bin/true"], "set_in": "Spawner"},
+        "batchspawner_singleuser_cmd": {"value": "/usr/bin/true", "set_in": "SlurmSpawner"},
+        "req_prologue": {"value": "", "set_in": None},
+        "exec_prefix": {"value": "", "set_in": "SlurmSpawner"},
+        "ip": {"value": ip_set or ip_default, "set_in": "SlurmSpawner" if ip_set else None},
+        "start_timeout": {"value": 300, "set_in": "Spawner"},
+    }
+    return {"error": None, "spawner": "site.Spawner", "mro": [slurm.SLURM_SPAWNER],
+            "values": values, "ip_class_default": ip_default, "config_users": []}
+
+
+def test_doctor_remote_nodes_need_reachable_addresses() -> None:
+    from hubsvc.config import parse
+
+    runner = canned({"sinfo": (0, "node-a.invalid\nnode-b.invalid\n", ""),
+                     "scontrol": (0, "Slurmctld(primary) at ctl is UP\n", ""),
+                     "munge": (1, "", "munge: Error: Failed to access socket")})
+    loopback = parse({})  # hub on 127.0.0.1, no connect_url
+    found = {f.id: f for f in slurm.doctor_findings(loopback, probe=probe_of("127.0.0.1"),
+                                                     runner=runner)}
+    assert found["scheduler.connect_url"].severity == "error"
+    assert "node-a.invalid" in found["scheduler.connect_url"].evidence
+    assert found["scheduler.server_ip"].severity == "error"
+    reachable = parse({"hub": {"bind_url": "http://0.0.0.0:8081",
+                               "connect_url": "http://head.invalid:8081"}})
+    found = {f.id: f for f in slurm.doctor_findings(reachable, probe=probe_of("0.0.0.0"),
+                                                     runner=runner)}
+    assert "scheduler.connect_url" not in found and "scheduler.server_ip" not in found
+    # c.SlurmSpawner.ip set but the class default wins: warned, and judged by the default
+    found = {f.id: f for f in slurm.doctor_findings(
+        reachable, probe=probe_of("0.0.0.0", ip_set="10.0.0.5"), runner=runner)}
+    assert found["scheduler.ip"].severity == "warning"
+    assert "scheduler.server_ip" not in found
+
+
+def test_cluster_hosts_line_is_reversible(tmp_path: Path, monkeypatch: Any) -> None:
+    from . import cluster as cluster_mod
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.0.0.9 other\n")
+    monkeypatch.setattr(cluster_mod, "HOSTS", hosts)
+    c = cluster_mod.Cluster(host="hubsvc-no-such-host-7")
+    c._hosts()
+    assert hosts.read_text().splitlines()[-1].startswith("127.0.0.1 hubsvc-no-such-host-7 #")
+    c._undo_hosts()
+    assert hosts.read_text() == "127.0.0.1 localhost\n10.0.0.9 other\n"
