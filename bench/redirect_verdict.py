@@ -60,7 +60,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     root = new_root("hubsvc-bench-")
-    inst = Instance(root)
+    # hubsvc's own route watch would repair the deleted route within one health interval;
+    # keep it out of the way so the loop stays for both measurements
+    inst = Instance(root, overrides={"health": {"interval_s": 60.0, "timeout_s": 2.0}})
     try:
         inst.start()
         inst.spawn(USER)
