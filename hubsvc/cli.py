@@ -25,7 +25,8 @@ EX_CONFIG = 78
 def _print_problems(problems: list[Problem], source: str) -> None:
     print(f"hubsvc: {source} cannot be used:", file=sys.stderr)
     for p in problems:
-        print(f"  {p.field}: {p.message}\n      fix: {p.fix}", file=sys.stderr)
+        ev = f"\n      evidence: {p.evidence}" if p.evidence else ""
+        print(f"  {p.field}: {p.message}{ev}\n      fix: {p.fix}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> Config:

@@ -32,12 +32,14 @@ ENV_VAR = "HUBSVC_CONFIG"
 class Problem:
     """One thing wrong with the configuration or the machine, for a person to fix."""
 
-    field: str  # dotted field path ("proxy.api_url") or a file path
+    field: str  # dotted field path ("proxy.api_url"), a check's id, or a file path
     message: str  # what is wrong
     fix: str  # what to do about it
+    evidence: str = ""  # what was observed, when that helps
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.message}\n    fix: {self.fix}"
+        ev = f"\n    evidence: {self.evidence}" if self.evidence else ""
+        return f"{self.field}: {self.message}{ev}\n    fix: {self.fix}"
 
 
 class ConfigError(Exception):
@@ -131,6 +133,25 @@ class Paths(_Section):
     runtime_dir: Path = Path("/run/hubsvc")
 
 
+def _reject_owned_flags(args: list[str], owned: tuple[str, ...], where: str) -> list[str]:
+    for a in args:
+        flag = a.split("=", 1)[0]
+        if flag in owned:
+            raise ValueError(
+                f"{flag} is set by hubsvc from hubsvc.toml; set {where} there instead of "
+                "passing it in extra_args"
+            )
+    return args
+
+
+_PROXY_OWNED_FLAGS = ("--ip", "--port", "--api-ip", "--api-port", "--default-target",
+                      "--error-target", "--auth-token")
+_HUB_OWNED_FLAGS = ("-f", "--config", "--ip", "--port", "--url", "--bind-url", "--db",
+                    "--JupyterHub.bind_url", "--JupyterHub.hub_bind_url", "--JupyterHub.ip",
+                    "--JupyterHub.port", "--JupyterHub.db_url", "--JupyterHub.hub_ip",
+                    "--JupyterHub.hub_port", "--JupyterHub.config_file")
+
+
 class Proxy(_Section):
     command: str = "configurable-http-proxy"
     public_url: str = "http://0.0.0.0:8000"
@@ -140,6 +161,11 @@ class Proxy(_Section):
     stop_timeout_s: PositiveSeconds = 5.0
 
     _public = field_validator("public_url")(_url_field)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra(cls, v: list[str]) -> list[str]:
+        return _reject_owned_flags(v, _PROXY_OWNED_FLAGS, "proxy.public_url / proxy.api_url")
 
     @field_validator("api_url")
     @classmethod
@@ -173,6 +199,12 @@ class Hub(_Section):
     user_servers_on_stop: Literal["auto", "stop", "keep"] = "auto"
 
     _bind = field_validator("bind_url")(_url_field)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra(cls, v: list[str]) -> list[str]:
+        return _reject_owned_flags(v, _HUB_OWNED_FLAGS,
+                                   "hub.bind_url / proxy.public_url / hub.config_file")
 
     @field_validator("bind_url")
     @classmethod

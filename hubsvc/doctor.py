@@ -1735,6 +1735,12 @@ def preflight_findings(cfg: Config) -> list[Finding]:
     return out
 
 
+def port_findings(cfg: Config) -> list[Finding]:
+    """The port checks of `preflight_findings` alone (a reload checks changed ports)."""
+    ctx = _make_ctx(cfg, Account.from_uid(os.geteuid(), "the account running hubsvc"))
+    return check_ports(ctx, preflight=True)
+
+
 def blocking(findings: Iterable[Finding]) -> list[Finding]:
     """The findings that make starting pointless (for `hubsvc run` → exit 78)."""
     return [f for f in findings if f.severity == "error" and f.blocks_start]

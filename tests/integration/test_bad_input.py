@@ -49,7 +49,7 @@ def assert_config_error(r: subprocess.CompletedProcess[str], *words: str) -> Non
         ("[hub]\nbind_ulr = \"http://127.0.0.1:9\"\n", ("hub.bind_ulr", "unknown key")),
         ("[proxy]\napi_url = \"http://0.0.0.0:8001\"\n", ("proxy.api_url", "loopback")),
         ("[proxy]\ncommand = \"/nonexistent/chp\"\n", ("proxy.command", "/nonexistent/chp")),
-        ("[hub]\ncommand = \"no-such-jupyterhub\"\n", ("hub.command", "not found on PATH")),
+        ("[hub]\ncommand = \"no-such-jupyterhub\"\n", ("hub.command", "not on PATH")),
         ("[hub]\nconfig_file = \"/nonexistent/jh.py\"\n", ("hub.config_file", "does not exist")),
     ],
 )
@@ -117,7 +117,7 @@ def test_port_in_use_names_the_holder(tmp_path: Path) -> None:
                                f'[hub]\nbind_url = "http://127.0.0.1:{free_port()}"\n'
                                'config_file = ""\n')
         r = hubsvc("run", "--config", str(p))
-    assert_config_error(r, "proxy.public_url", f"port {port}", f"pid {os.getpid()}")
+    assert_config_error(r, "proxy.public_url", f"127.0.0.1:{port} is taken", f"pid {os.getpid()}")
 
 
 def test_second_instance_refused_first_untouched(hubsvc_running: Instance) -> None:
@@ -125,7 +125,7 @@ def test_second_instance_refused_first_untouched(hubsvc_running: Instance) -> No
     pids = (first.pid("proxy"), first.pid("hub"))
     secret = first.secret("proxy_auth_token")
     r = hubsvc("run", "--config", str(first.config))
-    assert_config_error(r, "in use by pid")
+    assert_config_error(r, "is taken by another process", f"pid {first.pid('proxy')}")
     st = first.status()
     assert st["ready"] and (st["components"]["proxy"]["pid"], st["components"]["hub"]["pid"]) == pids
     assert first.secret("proxy_auth_token") == secret

@@ -61,6 +61,10 @@ def test_path_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[restart]\nmax_restarts = \"five\"\n", "restart.max_restarts", "integer"),
         ("[hub]\nconnect_url = \"http://10.0.0.5:8081\"\n", "hub", "loopback only"),
         ("[hub]\nconnect_url = \"http://0.0.0.0:8081\"\n", "hub.connect_url", "listening address"),
+        ("[proxy]\nextra_args = [\"--api-ip=0.0.0.0\"]\n", "proxy.extra_args", "--api-ip is set by hubsvc"),
+        ("[hub]\nextra_args = [\"--ip\", \"0.0.0.0\"]\n", "hub.extra_args", "--ip is set by hubsvc"),
+        ("[probe]\nenabled = true\n", "probe", "probe.user"),
+        ("[supervisor]\nlauncher = \"docker\"\n", "supervisor.launcher", "systemd"),
         ("[hub]\nuser_servers_on_stop = \"never\"\n", "hub.user_servers_on_stop", "auto"),
     ],
 )
