@@ -5,10 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYS_PYTHON := /usr/bin/python3
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev nodejs npm \
-	systemd-container debootstrap rpm rpmlint iproute2 procps util-linux
+	systemd-container debootstrap rpm rpmlint iproute2 procps util-linux \
+	chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: all setup apt run test test-unit test-integration lint bench clean
+.PHONY: all setup apt run test test-unit test-integration test-slurm lint bench clean
 all: setup
 
 apt:
@@ -48,12 +49,17 @@ test-unit: setup
 test-integration: setup
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
+test-slurm: setup
+	$(VENV)/bin/pytest -m slurm $(PYTEST_ARGS)
+
 # Every test: unit, integration (real CHP + JupyterHub), system (real systemd in a container).
 test: setup lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/startup.py
+	$(PY) bench/redirect_verdict.py
+	$(PY) bench/slurm_spawn.py
 
 clean:
 	rm -rf demo-state build dist *.egg-info .pytest_cache
