@@ -82,6 +82,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     from . import secrets as secrets_mod
     from .hubapi import HubAPI
     from .notify import Notifier
+    from .slurm import SchedulerWatch
     from .supervisor import Supervisor
     from .watch import Watch
 
@@ -139,7 +140,11 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             reloader=reload,
         )
         sup.periodic.append(_overrides_reporter(cfg))
-        Watch(sup, client, secrets_mod.read(files.hub_api_token)).attach()
+        hub_token = secrets_mod.read(files.hub_api_token)
+        Watch(sup, client, hub_token).attach()
+        # users' servers running as batch jobs: queued jobs show in `hubsvc status`
+        sup.periodic.append(SchedulerWatch(client, cfg, hub_token, sup.extra_status,
+                                           on_change=sup.publish))
         return await sup.run()
 
 

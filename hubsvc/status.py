@@ -78,4 +78,8 @@ def render_table(doc: dict[str, Any], running: bool) -> str:
     for key, title in (("probe", "last probe"), ("redirect_loops", "redirect loops")):
         if doc.get(key):
             lines.append(f"{title}: {json.dumps(doc[key])}")
+    if doc.get("scheduler"):
+        from .slurm import status_lines
+
+        lines += status_lines(doc["scheduler"])
     return "\n".join(lines)
