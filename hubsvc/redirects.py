@@ -567,6 +567,7 @@ class Walker:
         self.max_hops = max_hops
         self.deadline = deadline
         self.hop_timeout_s = hop_timeout_s
+        self.trusted_origins: tuple[str, ...] = ()  # e.g. the origin of --url
 
     def _served_by(self, url: str, r: httpx.Response) -> str:
         path = _path(url)
@@ -591,7 +592,8 @@ class Walker:
         timeout = self.hop_timeout_s
         if self.deadline is not None:
             timeout = max(0.1, min(timeout, self.deadline - t))
-        send_auth = origin_of(url) in (self.facts.public_origin, self.facts.hub_origin)
+        send_auth = origin_of(url) in (self.facts.public_origin, self.facts.hub_origin,
+                                       *self.trusted_origins)
         headers = self.headers if send_auth else {}
         try:
             r = await self.client.request(method, url, headers=headers, timeout=timeout, **kw)
@@ -994,6 +996,7 @@ async def _walk_once(client: httpx.AsyncClient, cfg: Config, facts: Facts,
                      deadline: float) -> Walk:
     async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as browser:
         walker = Walker(browser, facts, headers=headers, deadline=deadline)
+        walker.trusted_origins = (origin_of(entry),)  # the admin chose it (--url)
         if password is not None:
             lw = await walker.login(facts.user, password)
             if lw.ended != "ok":
