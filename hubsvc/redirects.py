@@ -53,6 +53,7 @@ EXIT_CODES = {
     "spawn_timeout": EX_SPAWN,
     "not_running": EX_SPAWN,
     "hub_unreachable": EX_SPAWN,
+    "pending": EX_SPAWN,  # queued in a batch system: not ready, not a failure of the hub
 }
 
 
@@ -183,6 +184,7 @@ class Verdict:
             "broken": "FLOW BROKEN",
             "spawn_failed": "SPAWN FAILED",
             "spawn_timeout": "SPAWN TIMED OUT",
+            "pending": "SERVER QUEUED",
             "not_running": "SERVER NOT RUNNING",
             "hub_unreachable": "HUB UNREACHABLE",
         }.get(self.outcome, self.outcome.upper())
@@ -898,6 +900,20 @@ async def probe_spawn(
                 return Verdict(user, "spawn_failed", cause, msg, evidence=evidence, fix=fix,
                                spawn_message=msg, timings_ms=timings)
             if state == "timeout":
+                # a server waiting in a batch queue is not a failed spawn
+                from . import slurm
+
+                try:
+                    sj = await slurm.user_job(client, cfg, hub_token, user)
+                except httpx.HTTPError:
+                    sj = None
+                pend = slurm.pending_verdict(sj)
+                if sj is not None and pend is not None:
+                    return Verdict(
+                        user, "pending", "scheduler_pending", pend[0], fix=pend[1],
+                        evidence=[f"squeue: job {sj.job_id} {sj.slurm_state} ({sj.reason})",
+                                  f"the hub's progress API: {spawn_message or 'none'}"],
+                        spawn_message=spawn_message, timings_ms=timings)
                 return Verdict(
                     user, "spawn_timeout", "spawn_timeout",
                     f"the server was not ready within {timeout_s:.0f} s "

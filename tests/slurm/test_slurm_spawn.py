@@ -275,8 +275,6 @@ def fill_cluster(cluster: Cluster) -> str:
     return blocker
 
 
-@pytest.mark.xfail(reason="needs the wiring in docs/NOTES-issue7-for-lead.md (status, "
-                          "probe-spawn); remove this mark once it is in", strict=False)
 def test_pending_in_hubsvc_status_and_probe_spawn(cluster: Cluster, slurm_hub: Any) -> None:
     hub = slurm_hub()
     fill_cluster(cluster)
