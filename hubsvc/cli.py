@@ -35,8 +35,11 @@ def _load(args: argparse.Namespace) -> Config:
 
 # ---- run ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from . import logs
 
+    faulthandler.enable()  # a watchdog abort (SIGABRT) leaves the stack in the journal
     mode = logs.configure(args.log_level)
     try:
         cfg = _load(args)

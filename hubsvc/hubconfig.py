@@ -117,6 +117,12 @@ class _QuietHubsvcPolls(_logging.Filter):
 
 _logging.getLogger("JupyterHub").addFilter(_QuietHubsvcPolls())
 
+# 5. What the hub logs through syslog() itself (PAM's "authentication failure" …) is
+#    attributed to the hub, not to "python".
+import syslog as _syslog
+
+_syslog.openlog("hubsvc-hub", _syslog.LOG_PID)
+
 _tmp = _H["overrides_file"] + ".tmp"
 with open(_tmp, "w") as _f:
     _json.dump({{"admin_file": _H["admin_file"], "overridden": _overridden}}, _f)

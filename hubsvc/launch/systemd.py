@@ -56,6 +56,9 @@ class Bus:
         self.bus.open()
         self._listeners: dict[bytes, list[Callable[[dict[str, Any]], None]]] = {}
         self._matched: set[bytes] = set()
+        # pystemd's match_signal hands the callback to sd-bus without keeping a reference:
+        # hold every one for the bus's lifetime, or the next signal calls freed memory.
+        self._callbacks: list[Callable[..., None]] = []
         loop.add_reader(self.bus.get_fd(), self.pump)
         self.call(MANAGER_PATH, MANAGER, b"Subscribe", b"", [])
 
@@ -90,6 +93,7 @@ class Bus:
             for cb in list(self._listeners.get(path, [])):
                 cb(props)
 
+        self._callbacks.append(on_signal)
         self.bus.match_signal(DEST, path, PROPS, b"PropertiesChanged", on_signal, None)
 
     def unlisten(self, path: bytes, fn: Callable[[dict[str, Any]], None]) -> None:
