@@ -10,12 +10,15 @@ Inputs (the Makefile's test-system target sets them; without them the fixture ru
   HUBSVC_RPM            the RPM to install (release N)
   HUBSVC_RPM_UPGRADE    the same tree as release N+1, for the upgrade test
   HUBSVC_SYSTEM_ROOT    the Debian 12 root
-Tests skip only when this cannot work at all here (not root, no nspawn); under CI=true
+`machine` is one container for the session; `booted(name, launcher)` boots more (the
+admin scenario in test_service.py runs once per launcher, each in a fresh container).
+Tests skip only when this cannot work at all here (not root, no nspawn) — under CI=true
 that is a failure instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -80,11 +83,14 @@ class Proc:
 class Machine:
     """The booted container: run commands inside, talk HTTP on its loopback."""
 
-    def __init__(self, nspawn: subprocess.Popen, leader: int, log: Path):
+    def __init__(self, nspawn: subprocess.Popen, leader: int, log: Path, launcher: str | None, name: str):
+        # how hubsvc runs CHP and the hub: "process", "systemd", or None (the default)
+        self.launcher = launcher
+        self.name = name
         self.nspawn = nspawn
         self.leader = leader
         self.log = log
-        self.cookies = OUT / "cookies.txt"
+        self.cookies = OUT / f"cookies-{name}.txt"
         self.public = "http://127.0.0.1:8000"
         self.rpm = ""  # paths inside the container
         self.rpm_upgrade = ""
@@ -106,10 +112,7 @@ class Machine:
             "-c",
             cmd,
         ]
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"inside: {cmd!r} did not finish in {timeout} s") from e
+        p = _run_bounded(argv, timeout, what=f"inside: {cmd!r}")
         if check and p.returncode != 0:
             raise AssertionError(
                 f"inside: {cmd!r} exited {p.returncode}\nstdout: {p.stdout[-3000:]}\n"
@@ -124,7 +127,7 @@ class Machine:
         """tests/system/hubclient.py in the container's network namespace."""
         argv = ["nsenter", "-t", str(self.leader), "-n", sys.executable, str(HERE / "hubclient.py"), *args]
         env = {"PATH": os.environ.get("PATH", INSIDE_PATH), "HUBCLIENT_COOKIES": str(self.cookies)}
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        p = _run_bounded(argv, timeout, what=f"hubclient {args}", env=env)
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
@@ -167,9 +170,21 @@ class Machine:
     def supervisor_procs(self) -> list[Proc]:
         return [p for p in self.procs() if "hubsvc run" in p.args]
 
-    def journal(self, unit: str = "hubsvc", since_cursor: str | None = None) -> list[dict]:
+    @property
+    def units(self) -> list[str]:
+        """The units hubsvc's own processes run in (with the launcher the tests chose)."""
+        if self.launcher == "systemd":
+            return ["hubsvc.service", "hubsvc-proxy.service", "hubsvc-hub.service"]
+        return ["hubsvc.service"]
+
+    def component_unit(self, component: str) -> str:
+        return f"hubsvc-{component}.service" if self.launcher == "systemd" else "hubsvc.service"
+
+    def journal(self, unit: str | None = None, since_cursor: str | None = None) -> list[dict]:
+        """journalctl -o json for one unit, or for all of hubsvc's units (after a cursor)."""
         cur = f"--after-cursor={shlex.quote(since_cursor)}" if since_cursor else ""
-        text = self.out(f"journalctl -u {unit} -o json --no-pager {cur}", timeout=60)
+        units = " ".join(f"-u {u}" for u in ([unit] if unit else self.units))
+        text = self.out(f"journalctl {units} -o json --no-pager {cur}", timeout=60)
         entries = [json.loads(line) for line in text.splitlines() if line.strip()]
         for e in entries:
             # journalctl gives a message with control characters (colour codes) as bytes.
@@ -180,6 +195,35 @@ class Machine:
     def cursor(self) -> str:
         text = self.out("journalctl -n 1 -o json --no-pager")
         return json.loads(text.splitlines()[-1])["__CURSOR"] if text else ""
+
+
+def _run_bounded(
+    argv: list[str], timeout: float, what: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run argv in a session of its own (a `kill 0` or a stop signal inside cannot reach
+    pytest) and, past timeout, kill its whole process group and fail."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        raise AssertionError(f"{what} did not finish in {timeout} s") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _find_leader(nspawn_pid: int, timeout: float) -> int:
@@ -249,19 +293,40 @@ def _ensure_inputs() -> tuple[Path, Path, Path]:
     return Path(rpm).resolve(), Path(upgrade).resolve(), Path(root)
 
 
-@pytest.fixture(scope="session")
-def machine() -> Iterator[Machine]:
+_INPUTS: tuple[Path, Path, Path] | None = None
+
+
+def _inputs() -> tuple[Path, Path, Path]:
+    """The RPMs and the root, checked (and built if not given) once per session."""
+    global _INPUTS
     if sys.platform != "linux" or os.geteuid() != 0:
         _impossible("system tests need Linux and root (systemd-nspawn, nsenter)")
     for tool in ("systemd-nspawn", "nsenter", "debootstrap"):
         if shutil.which(tool) is None and not IN_CI:
             pytest.skip(f"{tool} is not installed (make system-deps installs it)")
-    OUT.mkdir(parents=True, exist_ok=True)
-    rpm, upgrade, root = _ensure_inputs()
-    if rpm.parent != upgrade.parent:
-        pytest.fail("both RPMs must be in one folder", pytrace=False)
+    if _INPUTS is None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        rpm, upgrade, root = _ensure_inputs()
+        if rpm.parent != upgrade.parent:
+            pytest.fail("both RPMs must be in one folder", pytrace=False)
+        _INPUTS = (rpm, upgrade, root)
+    return _INPUTS
 
-    log = OUT / "nspawn.log"
+
+def package_has(rpm: Path, path: str) -> bool:
+    p = subprocess.run(["rpm", "-qpl", str(rpm)], capture_output=True, text=True, timeout=120)
+    return path in p.stdout.split()
+
+
+@contextlib.contextmanager
+def booted(name: str, launcher: str | None = None) -> Iterator[Machine]:
+    """Boot a fresh container (its own overlay on the cached root) and power it off after.
+
+    name labels its logs in test-output/system/; launcher is the [supervisor] launcher the
+    tests set after installing ("process" / "systemd"), None for the package's default.
+    """
+    rpm, upgrade, root = _inputs()
+    log = OUT / f"nspawn-{name}.log"
     t0 = time.monotonic()
     nspawn = subprocess.Popen(
         [
@@ -285,41 +350,43 @@ def machine() -> Iterator[Machine]:
     m: Machine | None = None
     try:
         leader = _find_leader(nspawn.pid, 20)
-        m = Machine(nspawn, leader, log)
+        m = Machine(nspawn, leader, log, launcher, name)
         m.rpm = f"/mnt/dist/{rpm.name}"
         m.rpm_upgrade = f"/mnt/dist/{upgrade.name}"
 
         # Until systemd listens on its socket, systemctl fails at once: ask again, bounded.
-        def booted() -> str | None:
+        def is_up() -> str | None:
             p = m.run("timeout 10 systemctl is-system-running --wait", check=False, timeout=20)
             state = p.stdout.strip()
             return state if state in ("running", "degraded") else None
 
         try:
-            state = wait_until(booted, BOOT_TIMEOUT_S, "the container to boot", interval=0.2)
+            state = wait_until(is_up, BOOT_TIMEOUT_S, "the container to boot", interval=0.2)
         except AssertionError:
             state = "not booted"
         if state not in ("running", "degraded"):
             pytest.fail(
                 f"the container's systemd did not finish booting: {state!r} (see {log})", pytrace=False
             )
-        print(
-            f"booted systemd {m.out('systemctl --version | head -1')} in "
-            f"{time.monotonic() - t0:.1f} s ({state})"
-        )
+        print(f"[{name}] booted {m.out('systemctl --version | head -1')} in {time.monotonic() - t0:.1f} s")
         if m.cookies.exists():
             m.cookies.unlink()
         yield m
     finally:
         if m is not None:
             # Keep the evidence for a failed run.
-            try:
-                (OUT / "journal.txt").write_text(
+            with contextlib.suppress(Exception):
+                (OUT / f"journal-{name}.txt").write_text(
                     m.run("journalctl -b --no-pager -o short-precise", check=False, timeout=60).stdout
                 )
-            except Exception:
-                pass
         _stop(nspawn)
+
+
+@pytest.fixture(scope="session")
+def machine() -> Iterator[Machine]:
+    """One booted container for the session, the package's default launcher."""
+    with booted("session") as m:
+        yield m
 
 
 def _stop(nspawn: subprocess.Popen) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from .conftest import Machine, wait_until
+from .conftest import Machine, booted, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(1500)]
 
@@ -20,6 +21,20 @@ PASSWORD = "Wonder-land-42"  # a throwaway account inside the throwaway containe
 UNIT = "hubsvc.service"
 SERVER_UNIT = f"jupyter-{USER}-singleuser.service"
 STATE: dict = {}
+
+
+@pytest.fixture(scope="module", params=["systemd", "process"])
+def machine(request: pytest.FixtureRequest) -> Iterator[Machine]:
+    """The whole scenario once per launcher, each in a freshly booted container."""
+    with booted(f"admin-{request.param}", request.param) as m:
+        has_units = m.run(
+            f"rpm -qpl {m.rpm} 2>/dev/null | grep -qx /usr/lib/systemd/system/hubsvc-hub.service",
+            check=False,
+        )
+        if request.param == "systemd" and has_units.returncode != 0:
+            pytest.skip("this package does not ship the component units")
+        STATE.clear()
+        yield m
 
 
 def _timed(fn, *a, **kw):
@@ -67,15 +82,23 @@ def test_install(machine: Machine) -> None:
     ):
         machine.run(f"test -e {path}")
     assert machine.prop(UNIT, "LoadState") == "loaded"
-    # The installed unit as systemd 252 sees it: no warning at all.
-    p = machine.run(f"systemd-analyze verify {UNIT} hubsvc-users.slice", check=False)
+    # The installed units as systemd 252 sees them: no warning at all.
+    units = machine.out("rpm -ql hubsvc | grep '^/usr/lib/systemd/system/' | xargs -n1 basename")
+    units = units.split()
+    p = machine.run(f"systemd-analyze verify {' '.join(units)}", check=False)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
-    score = machine.out(f"systemd-analyze security --offline=yes {UNIT} | tail -1")
-    m = re.search(r"exposure level for \S+: ([0-9.]+)", score)
-    assert m, score
-    print(f"systemd-analyze security {UNIT}: {m.group(1)}")
-    assert float(m.group(1)) <= 5.0
+    for unit in units:
+        if not unit.endswith(".service"):
+            continue
+        score = machine.out(f"systemd-analyze security --offline=yes {unit} | tail -1")
+        m = re.search(r"exposure level for \S+: ([0-9.]+)", score)
+        assert m, score
+        print(f"systemd-analyze security {unit}: {m.group(1)}")
+        assert float(m.group(1)) <= 5.0
     # The packaged default config is valid as shipped.
+    machine.run("hubsvc check-config")
+    # This run's launcher, set as an admin would.
+    machine.run(f"""sed -i '/^\\[supervisor\\]/a launcher = "{machine.launcher}"' /etc/hubsvc/hubsvc.toml""")
     machine.run("hubsvc check-config")
 
 
@@ -90,10 +113,13 @@ def test_start_returns_after_ready(machine: Machine) -> None:
     assert st["ready"] is True
     assert {c["state"] for c in st["components"].values()} == {"ready"}
     assert machine.prop(UNIT, "StatusText").startswith("ready")
-    # CHP and the hub are children of the supervisor, in the unit's cgroup.
+    assert st.get("launcher", "process") == machine.launcher
+    # CHP and the hub run in hubsvc.service's cgroup (children of the supervisor), or in
+    # their own units started by hubsvc.
     for comp in ("proxy", "hub"):
         cg = machine.out(f"cat /proc/{st['components'][comp]['pid']}/cgroup")
-        assert f"/system.slice/{UNIT}" in cg, (comp, cg)
+        assert f"/system.slice/{machine.component_unit(comp)}" in cg, (comp, cg)
+        assert machine.out(f"systemctl is-active {machine.component_unit(comp)}") == "active"
 
 
 def test_local_user_logs_in_and_spawns(machine: Machine) -> None:
@@ -119,7 +145,7 @@ def test_journal_is_structured_and_attributable(machine: Machine) -> None:
     # to its API without the token.
     assert machine.client("get", "http://127.0.0.1:8001/api/routes")["status"] == 403
     time.sleep(1)
-    entries = machine.journal("hubsvc")
+    entries = machine.journal()
     idents = {e.get("SYSLOG_IDENTIFIER") for e in entries}
     assert {"hubsvc", "hubsvc-proxy", "hubsvc-hub"} <= idents, idents
     # Nothing under the unit is anonymous: PAM's syslog lines from inside the hub
@@ -134,10 +160,11 @@ def test_journal_is_structured_and_attributable(machine: Machine) -> None:
     assert all("PRIORITY" in e for e in own)
     ready = [e for e in own if e.get("HUBSVC_EVENT") == "ready"]
     assert ready and ready[-1]["PRIORITY"] == "6"
-    # Every line of CHP and the hub is attributed to its component and to the unit.
+    # Every line of CHP and the hub is attributed to its component and to its unit.
     for e in entries:
-        if e.get("SYSLOG_IDENTIFIER") in ("hubsvc-proxy", "hubsvc-hub"):
-            assert e.get("_SYSTEMD_UNIT") == UNIT
+        ident = e.get("SYSLOG_IDENTIFIER")
+        if ident in ("hubsvc-proxy", "hubsvc-hub"):
+            assert e.get("_SYSTEMD_UNIT") == machine.component_unit(ident.split("-")[1]), e
     proxy_lines = [e["MESSAGE"] for e in entries if e.get("SYSLOG_IDENTIFIER") == "hubsvc-proxy"]
     hub_lines = [e["MESSAGE"] for e in entries if e.get("SYSLOG_IDENTIFIER") == "hubsvc-hub"]
     assert any("403 GET /api/routes" in line for line in proxy_lines), proxy_lines
@@ -150,6 +177,7 @@ def test_kill_proxy_then_hub(machine: Machine) -> None:
     cursor = machine.cursor()
     st = machine.status()
     old_proxy = st["components"]["proxy"]["pid"]
+    assert old_proxy > 1
     t0 = time.monotonic()
     machine.run(f"kill -9 {old_proxy}")
     wait_until(lambda: _ready_with(machine, proxy=old_proxy), 60, "a new CHP, ready")
@@ -157,6 +185,7 @@ def test_kill_proxy_then_hub(machine: Machine) -> None:
     print(f"kill -9 CHP -> user's server reachable again: {time.monotonic() - t0:.1f} s")
 
     old_hub = machine.status()["components"]["hub"]["pid"]
+    assert old_hub > 1
     t0 = time.monotonic()
     machine.run(f"kill -9 {old_hub}")
     wait_until(lambda: _ready_with(machine, hub=old_hub), 90, "a new hub, ready")
@@ -169,7 +198,7 @@ def test_kill_proxy_then_hub(machine: Machine) -> None:
     assert machine.out(f"systemctl is-active {UNIT}") == "active"
     assert machine.prop(UNIT, "NRestarts") == "0", "systemd should not have had to step in"
     # The supervisor said what happened, at warning priority or worse.
-    own = [e for e in machine.journal("hubsvc", cursor) if e.get("SYSLOG_IDENTIFIER") == "hubsvc"]
+    own = [e for e in machine.journal(since_cursor=cursor) if e.get("SYSLOG_IDENTIFIER") == "hubsvc"]
     bad = [e for e in own if int(e.get("PRIORITY", 6)) <= 4]
     assert {e.get("HUBSVC_COMPONENT") for e in bad} >= {"proxy", "hub"}, [e["MESSAGE"] for e in own]
 
@@ -187,6 +216,7 @@ def test_restart_keeps_user_server(machine: Machine) -> None:
 def test_watchdog_restarts_hung_supervisor(machine: Machine) -> None:
     pid = STATE["server_pid"]
     main = machine.main_pid(UNIT)
+    assert main > 1, "hubsvc is not running"
     restarts = int(machine.prop(UNIT, "NRestarts"))
     watchdog_s = _seconds(machine.prop(UNIT, "WatchdogUSec"))
     assert 0 < watchdog_s <= 60
@@ -232,7 +262,9 @@ def test_bad_config_fails_start_without_restart_loop(machine: Machine) -> None:
     assert machine.prop(UNIT, "ActiveState") == "failed"
     assert machine.prop(UNIT, "NRestarts") == "0"
     text = "\n".join(
-        e.get("MESSAGE", "") for e in machine.journal("hubsvc", cursor) if isinstance(e.get("MESSAGE"), str)
+        e.get("MESSAGE", "")
+        for e in machine.journal(since_cursor=cursor)
+        if isinstance(e.get("MESSAGE"), str)
     )
     assert "proxy.api_url" in text, text
     assert "loopback" in text, text
@@ -275,6 +307,8 @@ def test_stop_leaves_no_process(machine: Machine) -> None:
     assert machine.supervisor_procs() == []
     assert machine.chp_procs() == []
     assert machine.hub_procs() == []
+    for unit in machine.units:
+        assert machine.prop(unit, "ActiveState") == "inactive", unit
     # Users' servers are their own units: kept (user_servers_on_stop = "auto" under systemd).
     assert machine.prop(SERVER_UNIT, "ActiveState") == "active"
     machine.run(f"systemctl start {UNIT}", timeout=150)

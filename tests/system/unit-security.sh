@@ -9,7 +9,8 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/usr/bin" "$scratch/etc/systemd/system" "$scratch/var/lib/hubsvc"
 printf '#!/bin/sh\nexit 0\n' > "$scratch/usr/bin/hubsvc"
-chmod +x "$scratch/usr/bin/hubsvc"
+mkdir -p "$scratch/bin" && cp "$scratch/usr/bin/hubsvc" "$scratch/bin/kill"
+chmod +x "$scratch/usr/bin/hubsvc" "$scratch/bin/kill"
 mkdir -p "$scratch/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$scratch/usr/lib/systemd/"
 cp units/* "$scratch/etc/systemd/system/"
