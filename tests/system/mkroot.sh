@@ -7,7 +7,7 @@
 set -euo pipefail
 
 DEST=${1:-/var/cache/hubsvc-test/bookworm}
-PKGS="systemd,systemd-sysv,dbus,libpam-modules,libpam-runtime,login,passwd,python3,nodejs,rpm,procps,psmisc,util-linux"
+PKGS="systemd,systemd-sysv,dbus,libpam-modules,libpam-runtime,login,passwd,python3,nodejs,rpm,procps,psmisc,util-linux,curl"
 STAMP="$DEST.stamp"
 want=$(printf '%s\n' "bookworm minbase $PKGS" | sha256sum | cut -d' ' -f1)
 
