@@ -29,8 +29,13 @@ def _print_problems(problems: list[Problem], source: str) -> None:
         print(f"  {p.field}: {p.message}{ev}\n      fix: {p.fix}", file=sys.stderr)
 
 
-def _load(args: argparse.Namespace) -> Config:
-    return config.load(args.config)
+def _load(args: argparse.Namespace) -> Config | None:
+    """The config, or None after printing every problem (the caller exits 78)."""
+    try:
+        return config.load(args.config)
+    except ConfigError as e:
+        _print_problems(e.problems, str(config.resolve_path(args.config)))
+        return None
 
 
 # ---- run ------------------------------------------------------------------------------
@@ -41,10 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     faulthandler.enable()  # a watchdog abort (SIGABRT) leaves the stack in the journal
     mode = logs.configure(args.log_level)
-    try:
-        cfg = _load(args)
-    except ConfigError as e:
-        _print_problems(e.problems, str(config.resolve_path(args.config)))
+    cfg = _load(args)
+    if cfg is None:
         return EX_CONFIG
     problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
     if problems:
@@ -191,10 +194,8 @@ def effective(cfg: Config) -> dict[str, Any]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load(args)
-    except ConfigError as e:
-        _print_problems(e.problems, str(config.resolve_path(args.config)))
+    cfg = _load(args)
+    if cfg is None:
         return EX_CONFIG
     problems = preflight.static_problems(cfg)
     if problems:
@@ -217,10 +218,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # ---- status -------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load(args)
-    except ConfigError as e:
-        _print_problems(e.problems, str(config.resolve_path(args.config)))
+    cfg = _load(args)
+    if cfg is None:
         return EX_CONFIG
     doc = status.read(cfg.paths.runtime_dir)
     if doc is None:
@@ -248,10 +247,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_probe_spawn(args: argparse.Namespace) -> int:
     from . import redirects
 
-    try:
-        cfg = _load(args)
-    except ConfigError as e:
-        _print_problems(e.problems, str(config.resolve_path(args.config)))
+    cfg = _load(args)
+    if cfg is None:
         return EX_CONFIG
     return asyncio.run(redirects.run_cli(cfg, args))
 

@@ -802,8 +802,9 @@ def _pam_findings(ctx: Ctx, probe: dict[str, Any]) -> list[Finding]:
                "authenticator; do not add the account to sudoers")]
 
 
-def _db_users(ctx: Ctx) -> list[str]:
-    db = ctx.cfg.paths.state_dir / "jupyterhub.sqlite"
+def db_users(state_dir: Path) -> list[str]:
+    """User names in the hub's database (read-only; [] when there is none yet)."""
+    db = state_dir / "jupyterhub.sqlite"
     if not _is_file(db):
         return []
     try:
@@ -821,7 +822,7 @@ def _local_users_findings(ctx: Ctx, probe: dict[str, Any]) -> list[Finding]:
     if ("jupyterhub.spawner.LocalProcessSpawner" not in mro
             or "jupyterhub.spawner.SimpleLocalProcessSpawner" in mro):
         return []
-    names = sorted(set(probe.get("config_users", [])) | set(_db_users(ctx)))
+    names = sorted(set(probe.get("config_users", [])) | set(db_users(ctx.cfg.paths.state_dir)))
     missing, homeless = [], []
     for n in names:
         try:

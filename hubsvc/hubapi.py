@@ -3,6 +3,7 @@ the hub's bind_url (so they work while CHP is down)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,31 @@ from .config import Config
 
 class HubAPIError(Exception):
     pass
+
+
+PAGE = 200
+
+
+async def iter_users(client: httpx.AsyncClient, cfg: Config, token: str, state: str,
+                     timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+    """Every user model with servers in `state` ("active" or "ready"), all pages, from the
+    hub's private listener. Raises httpx.HTTPError when the hub does not answer."""
+    base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users"
+    headers = {"Authorization": f"token {token}",
+               "Accept": "application/jupyterhub-pagination+json"}
+    offset = 0
+    for _ in range(1000):  # bounded: 200 000 users
+        r = await client.get(base, params={"state": state, "offset": offset, "limit": PAGE},
+                             headers=headers, timeout=timeout)
+        r.raise_for_status()
+        body = r.json()
+        items = body.get("items", []) if isinstance(body, dict) else body
+        for u in items:
+            yield u
+        nxt = (body.get("_pagination") or {}).get("next") if isinstance(body, dict) else None
+        if not nxt:
+            return
+        offset = nxt.get("offset", offset + len(items))
 
 
 @dataclass(frozen=True)
@@ -27,12 +53,14 @@ class Server:
 class HubAPI:
     def __init__(self, client: httpx.AsyncClient, cfg: Config, token: str, timeout: float = 5.0):
         self.client = client
+        self.token = token
         self.headers = {"Authorization": f"token {token}"}
         self.timeout = timeout
         self.retarget(cfg)
 
     def retarget(self, cfg: Config) -> None:
         """Follow a reloaded config's hub address."""
+        self.cfg = cfg
         self.base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/"
 
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -52,15 +80,14 @@ class HubAPI:
 
     async def servers(self) -> list[Server]:
         """Every server the hub considers active (running or pending)."""
-        r = await self._call("GET", "users", params={"state": "active", "limit": "10000"})
-        users = r.json()
-        if isinstance(users, dict):  # paginated form
-            users = users.get("items", [])
         out: list[Server] = []
-        for u in users:
-            for name, s in (u.get("servers") or {}).items():
-                out.append(Server(u["name"], name, s.get("url", ""), bool(s.get("ready")),
-                                  s.get("pending")))
+        try:
+            async for u in iter_users(self.client, self.cfg, self.token, "active", self.timeout):
+                for name, s in (u.get("servers") or {}).items():
+                    out.append(Server(u["name"], name, s.get("url", ""), bool(s.get("ready")),
+                                      s.get("pending")))
+        except (httpx.HTTPError, ValueError) as e:
+            raise HubAPIError(f"GET users: {type(e).__name__}: {e}") from None
         return out
 
     async def stop_server(self, user: str, name: str = "") -> None:

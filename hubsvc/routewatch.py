@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from .config import Config
+from .hubapi import iter_users
 from .redirects import chp_routes, resync_routes
 
 
@@ -91,25 +92,11 @@ def compare(servers: Iterable[Server], routes: dict[str, Any]) -> list[Drift]:
 async def running_servers(client: httpx.AsyncClient, cfg: Config,
                           hub_token: str) -> list[Server]:
     """Every ready server, from the hub's API on its private listener (paginated)."""
-    base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users"
-    headers = {"Authorization": f"token {hub_token}",
-               "Accept": "application/jupyterhub-pagination+json"}
     out: list[Server] = []
-    offset = 0
-    for _ in range(1000):  # bounded: 200 000 users
-        r = await client.get(base, params={"state": "ready", "offset": offset, "limit": 200},
-                             headers=headers, timeout=5.0)
-        r.raise_for_status()
-        body = r.json()
-        items = body.get("items", []) if isinstance(body, dict) else body
-        for u in items:
-            for name, s in (u.get("servers") or {}).items():
-                if s.get("ready") and not s.get("pending") and s.get("url"):
-                    out.append(Server(u["name"], name, s["url"]))
-        nxt = (body.get("_pagination") or {}).get("next") if isinstance(body, dict) else None
-        if not nxt:
-            break
-        offset = nxt.get("offset", offset + len(items))
+    async for u in iter_users(client, cfg, hub_token, "ready"):
+        for name, s in (u.get("servers") or {}).items():
+            if s.get("ready") and not s.get("pending") and s.get("url"):
+                out.append(Server(u["name"], name, s["url"]))
     return out
 
 

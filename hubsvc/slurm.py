@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from .commands import resolve_command, search_path
 from .config import Config, parse_endpoint
+from .hubapi import iter_users
 
 if TYPE_CHECKING:
     import httpx
@@ -180,25 +181,11 @@ async def server_jobs(client: httpx.AsyncClient, cfg: Config, hub_token: str,
     """Every active server (ready or starting/stopping) that has a job id, and what Slurm
     says about its job. Needs the `admin:server_state` scope (hubsvc's service role has
     `admin:servers`). Raises httpx.HTTPError when the hub does not answer."""
-    base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users"
-    headers = {"Authorization": f"token {hub_token}",
-               "Accept": "application/jupyterhub-pagination+json"}
     found: list[tuple[str, str, str, str]] = []
-    offset = 0
-    for _ in range(1000):  # bounded: 200 000 users
-        r = await client.get(base, params={"state": "active", "offset": offset, "limit": 200},
-                             headers=headers, timeout=5.0)
-        r.raise_for_status()
-        body = r.json()
-        items = body.get("items", []) if isinstance(body, dict) else body
-        for u in items:
-            for name, s in (u.get("servers") or {}).items():
-                if _job_id(s):
-                    found.append((u["name"], name, _job_id(s), _hub_state(s)))
-        nxt = (body.get("_pagination") or {}).get("next") if isinstance(body, dict) else None
-        if not nxt:
-            break
-        offset = nxt.get("offset", offset + len(items))
+    async for u in iter_users(client, cfg, hub_token, "active"):
+        for name, s in (u.get("servers") or {}).items():
+            if _job_id(s):
+                found.append((u["name"], name, _job_id(s), _hub_state(s)))
     return await _with_slurm(found, runner)
 
 
@@ -405,22 +392,6 @@ def uses_slurm(probe: dict[str, Any]) -> bool:
     return SLURM_SPAWNER in (probe.get("mro") or [])
 
 
-def _db_users(cfg: Config) -> list[str]:
-    import sqlite3
-
-    db = cfg.paths.state_dir / "jupyterhub.sqlite"
-    if not db.is_file():
-        return []
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
-        try:
-            return [r[0] for r in con.execute("SELECT name FROM users")]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return []
-
-
 def _others_can(path: Path, uid: int | None, gids: set[int], want: int) -> bool:
     """Mode bits only: can a user (uid/gids; None: an arbitrary other user) do `want`?"""
     st = path.stat()
@@ -560,7 +531,9 @@ def doctor_findings(cfg: Config, *, probe: dict[str, Any] | None = None,
                      "drop the hub's PATH",
                      f"set {key} to the absolute path in the users' environment, e.g. "
                      f"/opt/jupyterhub-user/bin/{Path(v).name}"))
-    users = sorted(set(probe.get("config_users") or []) | set(_db_users(cfg)))
+    from .doctor import db_users  # lazily: hubsvc.doctor imports this module
+
+    users = sorted(set(probe.get("config_users") or []) | set(db_users(cfg.paths.state_dir)))
     existing = []
     missing_users = []
     for u in users:
