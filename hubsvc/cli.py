@@ -49,13 +49,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None:
         return EX_CONFIG
-    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
-    if problems:
-        _print_problems(problems, str(cfg.source))
-        return EX_CONFIG
     launcher = _choose_launcher(cfg)
     if isinstance(launcher, Problem):
         _print_problems([launcher], str(cfg.source))
+        return EX_CONFIG
+    if launcher == "systemd":
+        # component units left running (a killed supervisor, a restart systemd propagated
+        # through BindsTo=) would hold the ports: start from a clean slate
+        import structlog
+
+        from .launch.systemd import stop_leftover_units
+
+        left = asyncio.run(stop_leftover_units(cfg.paths.runtime_dir))
+        if left:
+            structlog.get_logger("hubsvc").warning("stopped_leftover_units", units=left)
+    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
+    if problems:
+        _print_problems(problems, str(cfg.source))
         return EX_CONFIG
     return asyncio.run(_run(cfg, launcher, log_mode=mode))
 
@@ -218,12 +228,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # ---- status -------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    if cfg is None:
-        return EX_CONFIG
-    doc = status.read(cfg.paths.runtime_dir)
+    # The status must stay readable while the config file is being edited (or broken):
+    # it only needs runtime_dir.
+    try:
+        runtime_dir = config.load(args.config).paths.runtime_dir
+    except ConfigError as e:
+        runtime_dir = config.runtime_dir_hint(args.config)
+        print(f"hubsvc: warning: {config.resolve_path(args.config)} has problems "
+              f"({e.problems[0].field}: {e.problems[0].message}); reading the status in "
+              f"{runtime_dir}", file=sys.stderr)
+    doc = status.read(runtime_dir)
     if doc is None:
-        print(f"hubsvc is not running (no {cfg.paths.runtime_dir / status.FILE}).\n"
+        print(f"hubsvc is not running (no {runtime_dir / status.FILE}).\n"
               "  start it: systemctl start hubsvc   (or: hubsvc run)", file=sys.stderr)
         return EX_NOT_RUNNING
     running = isinstance(doc.get("pid"), int) and status.pid_is_supervisor(doc["pid"])

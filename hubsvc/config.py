@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,6 +409,24 @@ def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
     if env:
         return Path(env)
     return DEFAULT_PATH
+
+
+def runtime_dir_hint(path: str | os.PathLike[str] | None) -> Path:
+    """paths.runtime_dir from a config file that may not validate (for `hubsvc status`)."""
+    p = resolve_path(path)
+    value: object = None
+    try:
+        text = p.read_text()
+    except (OSError, ValueError):
+        return Paths().runtime_dir
+    try:
+        value = tomllib.loads(text).get("paths", {}).get("runtime_dir")
+    except (ValueError, AttributeError):  # not TOML at all: look for the line itself
+        m = re.search(r'^\s*runtime_dir\s*=\s*"([^"]+)"', text, re.MULTILINE)
+        value = m.group(1) if m else None
+    if isinstance(value, str) and value:
+        return Path(value) if Path(value).is_absolute() else p.resolve().parent / value
+    return Paths().runtime_dir
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

@@ -59,8 +59,23 @@ class Bus:
         # pystemd's match_signal hands the callback to sd-bus without keeping a reference:
         # hold every one for the bus's lifetime, or the next signal calls freed memory.
         self._callbacks: list[Callable[..., None]] = []
+        self._jobs: dict[bytes, asyncio.Future[str]] = {}
         loop.add_reader(self.bus.get_fd(), self.pump)
         self.call(MANAGER_PATH, MANAGER, b"Subscribe", b"", [])
+
+        def on_job_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
+            msg.process_reply(True)
+            _id, job, _unit, result = msg.body
+            fut = self._jobs.pop(bytes(job), None)
+            if fut is not None and not fut.done():
+                fut.set_result(_s(result))
+
+        self._callbacks.append(on_job_removed)
+        self.bus.match_signal(DEST, MANAGER_PATH, MANAGER, b"JobRemoved", on_job_removed, None)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.bus.get_fd())
+        self.bus.close()
 
     def pump(self) -> None:
         # sd-bus may read several messages at once; drain them (a no-op when idle)
@@ -74,6 +89,17 @@ class Bus:
 
     def get(self, path: bytes, iface: bytes, prop: bytes, rtype: bytes) -> Any:
         return self.bus.get_property(DEST, path, iface, prop, rtype)
+
+    async def run_job(self, method: bytes, name: str, timeout: float) -> str:
+        """StartUnit/StopUnit and wait for systemd's JobRemoved: "done", "failed", …"""
+        job = bytes(self.call(MANAGER_PATH, MANAGER, method, b"ss", [name.encode(), b"replace"]))
+        fut = self.loop.create_future()
+        self._jobs[job] = fut  # the signal is dispatched by a later pump(), never before
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._jobs.pop(job, None)
+            raise
 
     def unit_path(self, name: str) -> bytes:
         return bytes(self.call(MANAGER_PATH, MANAGER, b"LoadUnit", b"s", [name.encode()]))
@@ -187,28 +213,40 @@ class SystemdLauncher:
         path = bus.unit_path(name)
         if _s(bus.get(path, UNIT, b"ActiveState", b"s")) == "failed":
             bus.call(MANAGER_PATH, MANAGER, b"ResetFailedUnit", b"s", [name.encode()])
-        started: asyncio.Future[str] = bus.loop.create_future()
-
-        def on_change(props: dict[str, Any]) -> None:
-            st = props.get("ActiveState")
-            if st is not None and _s(st) in ("active", "failed", "inactive") and not started.done():
-                # "inactive" right after our start job means it never came up
-                started.set_result(_s(st))
-
-        bus.listen(path, on_change)
         try:
-            bus.call(MANAGER_PATH, MANAGER, b"StartUnit", b"ss", [name.encode(), b"replace"])
-            state = _s(bus.get(path, UNIT, b"ActiveState", b"s"))
-            if state == "active" or state == "failed":
-                started.set_result(state) if not started.done() else None
-            try:
-                state = await asyncio.wait_for(started, spec.start_timeout_s)
-            except TimeoutError:
-                raise OSError(f"{name} did not start within {spec.start_timeout_s:g}s") from None
-        finally:
-            bus.unlisten(path, on_change)
+            result = await bus.run_job(b"StartUnit", name, spec.start_timeout_s)
+        except TimeoutError:
+            raise OSError(f"{name} did not start within {spec.start_timeout_s:g}s") from None
+        if result != "done":
+            raise OSError(f"systemd could not start {name}: job {result} "
+                          f"(see journalctl -u {name})")
         pid = int(bus.get(path, SERVICE, b"MainPID", b"u"))
         return UnitHandle(bus, name, path, pid)
+
+    async def stop_leftovers(self) -> list[str]:
+        """Stop component units left running (a supervisor that was killed, a restart that
+        systemd propagated): a fresh supervisor starts from a clean slate."""
+        stopped = []
+        for name in UNITS.values():
+            path = self.bus.unit_path(name)
+            if _s(self.bus.get(path, UNIT, b"ActiveState", b"s")) in ("inactive", "failed"):
+                continue
+            await self.bus.run_job(b"StopUnit", name, 60)
+            stopped.append(name)
+        return stopped
+
+    def close(self) -> None:
+        if self._bus is not None:
+            self._bus.close()
+            self._bus = None
+
+
+async def stop_leftover_units(runtime_dir: Path) -> list[str]:
+    launcher = SystemdLauncher(runtime_dir)
+    try:
+        return await launcher.stop_leftovers()
+    finally:
+        launcher.close()
 
 
 def unit_view(bus: DBus, name: str) -> dict[str, Any]:

@@ -3,13 +3,15 @@ changed, reject a bad file while everything keeps running."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
 from typing import Any
 
 import pytest
 
-from .hubsvc_harness import Instance
+from .hubsvc_harness import HUBSVC, Instance
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +96,12 @@ def test_bad_reload_is_rejected_and_nothing_restarts(hubsvc: Instance, bad: str)
         time.sleep(0.05)
     assert any(ln.startswith("STATUS=reload failed") for ln in hubsvc.notify.lines())
     assert hubsvc.get_public("/hub/health") == 200
+    # `hubsvc status` stays usable while the file is broken (here: still names runtime_dir)
+    if bad.startswith("[health]"):
+        r = subprocess.run([str(HUBSVC), "status", "--json", "--config", str(hubsvc.config)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and json.loads(r.stdout)["ready"] is True, r.stderr
+        assert "warning" in r.stderr
     # and a later good reload still works
     hubsvc.config.write_text(good)
     st = reload_and_wait(hubsvc)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from hubsvc import config as config_mod
 from hubsvc import routewatch, slurm

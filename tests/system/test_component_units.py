@@ -146,7 +146,7 @@ def test_reload_broken_file_is_rejected_and_nothing_restarts(m: Machine) -> None
     pids = (m.main_pid(PROXY), m.main_pid(HUB))
     cursor = m.cursor()
     m.run("cp /etc/hubsvc/hubsvc.toml /root/hubsvc.toml.good && "
-          "printf '[health]\\ninterval_s = \"often\"\\n' >> /etc/hubsvc/hubsvc.toml")
+          "sed -i '/^\\[health\\]/a interval_s = \"often\"' /etc/hubsvc/hubsvc.toml")
     try:
         m.run(f"systemctl reload {MAIN}", timeout=60)
         wait_until(lambda: (m.status().get("last_reload") or {}).get("ok") is False, 30, "rejection")
@@ -173,6 +173,8 @@ def test_stop_takes_the_units_down(m: Machine) -> None:
     for unit in (PROXY, HUB):
         assert m.prop(unit, "ActiveState") in ("inactive", "failed")
     assert m.prop(PROXY, "ActiveState") == "inactive" and m.prop(HUB, "ActiveState") == "inactive"
-    assert not [p for p in m.procs() if "configurable-http-proxy" in p.args or "hubsvc" in p.args]
+    left = [p for p in m.procs() if ("configurable-http-proxy" in p.args or "hubsvc" in p.args)
+            and "jupyterhub-singleuser" not in p.args]
+    assert not left, left
     # the user's server is a unit of its own and outlives the service
     assert m.main_pid(f"jupyter-{USER}-singleuser.service") == server
