@@ -123,7 +123,7 @@ def main() -> None:
         inst.start()
         inst.spawn("bench")
         token = inst.user_token("bench")
-        status_url = f"/user/bench/api/status"
+        status_url = "/user/bench/api/status"
         p2, p3 = [], []
         for _ in range(args.runs):
             os.kill(inst.pid("proxy"), signal.SIGKILL)

@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 
 import httpx
 
+from . import probes
 from .config import Config
 from .secrets import SecretFiles, read
 
@@ -730,17 +731,9 @@ async def chp_routes(client: httpx.AsyncClient, cfg: Config) -> dict[str, Any] |
     """CHP's routing table through its API, with the proxy token hubsvc owns."""
     try:
         token = read(SecretFiles.in_dir(cfg.paths.state_dir).proxy_token)
-        r = await client.get(cfg.api.url("api/routes"),
-                             headers={"Authorization": f"token {token}"}, timeout=3.0)
-    except (OSError, httpx.HTTPError):
+    except OSError:
         return None
-    if r.status_code != 200:
-        return None
-    try:
-        data = r.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return await probes.routes(client, cfg, token, 3.0)
 
 
 async def resync_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from ..components import ComponentSpec
@@ -23,3 +24,12 @@ class Handle(Protocol):
 
 class Launcher(Protocol):
     async def start(self, spec: ComponentSpec, sink: Sink) -> Handle: ...
+
+
+def pid_is_stopped(pid: int) -> bool:
+    """True when the process is stopped (SIGSTOP/SIGTSTP) and cannot act on SIGTERM."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")

@@ -12,10 +12,10 @@ import asyncio
 import ctypes
 import signal
 import subprocess
-from pathlib import Path
 
 from ..components import ComponentSpec
 from ..output import Sink
+from . import pid_is_stopped
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -45,12 +45,7 @@ class ProcessHandle:
                 pass
 
     def is_stopped(self) -> bool:
-        """True when the process is stopped (SIGSTOP/SIGTSTP) and cannot act on SIGTERM."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+        return pid_is_stopped(self.pid)
 
 
 class ProcessLauncher:

@@ -26,6 +26,7 @@ from pystemd.dbuslib import DBus, apply_signature
 
 from ..components import ComponentSpec
 from ..output import Sink
+from . import pid_is_stopped
 
 log = structlog.get_logger("hubsvc")
 
@@ -173,11 +174,7 @@ class UnitHandle:
             log.debug("kill_unit_failed", unit=self.name, error=str(e))
 
     def is_stopped(self) -> bool:
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+        return pid_is_stopped(self.pid)
 
 
 class SystemdLauncher:
