@@ -39,7 +39,8 @@ class Watch:
         self.hub_token = hub_token
         self.loops = routewatch.LoopWatch()
         self.episodes: deque[dict[str, Any]] = deque(maxlen=KEEP_EPISODES)
-        self._next_probe = time.monotonic() + 30.0  # let a fresh start settle first
+        # the first probe one interval (at most 30 s) after start: let a fresh start settle
+        self._next_probe = time.monotonic() + min(sup.cfg.probe.interval_s, 30.0)
         self._journal: asyncio.subprocess.Process | None = None
 
     @property

@@ -3,13 +3,15 @@ once, a redirect loop reported once per episode with its cause (issue 4 §2)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 import pytest
 
-from .hubsvc_harness import Instance
+from .hubsvc_harness import HUBSVC, Instance
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +66,29 @@ def test_loop_through_the_private_port_is_one_event_with_its_cause(hubsvc: Insta
     st = hubsvc.status()
     assert st["redirect_loops"] and st["redirect_loops"][0]["user"] == "hal"
     assert st["redirect_loops"][0]["cause"] == "private_address"
+
+
+def test_periodic_probe_verdict_in_status(make_hubsvc: Any) -> None:
+    inst = make_hubsvc(overrides={"probe": {"enabled": True, "interval_s": 10, "user": "ida",
+                                            "timeout_s": 30}}, start=False)
+    inst.start()
+    inst.spawn("ida")
+    st = inst.wait_status(lambda s: "probe" in s, 60)
+    assert st["probe"]["user"] == "ida"
+    assert st["probe"]["outcome"] == "healthy" and st["probe"]["exit_code"] == 0, st["probe"]
+    assert "probe_verdict" in inst.log_text()
+    r = subprocess.run([str(HUBSVC), "status", "--config", str(inst.config)],
+                       capture_output=True, text=True, timeout=30)
+    assert "last probe" in r.stdout and "healthy" in r.stdout
+
+
+def test_admin_setting_owned_by_hubsvc_is_ignored_and_reported(make_hubsvc: Any) -> None:
+    inst = make_hubsvc(hub_extra='c.JupyterHub.bind_url = "http://127.0.0.1:9"\n'
+                                 'c.JupyterHub.cleanup_servers = True')
+    assert inst.get_public("/hub/health") == 200  # hubsvc's public_url won
+    deadline = time.monotonic() + 10
+    while "owned_setting_ignored" not in inst.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = [ln for ln in inst.log_text().splitlines() if ln.startswith("<4>owned_setting_ignored")]
+    keys = sorted(ln.split("key=")[1].split()[0] for ln in lines)
+    assert keys == ["JupyterHub.bind_url", "JupyterHub.cleanup_servers"], lines
