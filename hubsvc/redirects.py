@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 
 import httpx
 
-from . import probes
+from . import hubapi, probes
 from .config import Config
 from .secrets import SecretFiles, read
 
@@ -682,13 +682,9 @@ class Walker:
         return w
 
 
-class HubAPI:
-    """The few hub REST calls the probe needs, on the hub's private listener."""
-
-    def __init__(self, client: httpx.AsyncClient, cfg: Config, token: str):
-        self.client = client
-        self.base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/"
-        self.headers = {"Authorization": f"token {token}"}
+class HubAPI(hubapi.HubAPI):
+    """hubsvc's hub API client plus what the probe needs: raw responses and the progress
+    event stream."""
 
     async def call(self, method: str, rel: str, limit_s: float = 10.0,
                    **kw: Any) -> httpx.Response:
