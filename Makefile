@@ -53,7 +53,8 @@ test-slurm: setup
 	$(VENV)/bin/pytest -m slurm $(PYTEST_ARGS)
 
 # Every test: unit, integration (real CHP + JupyterHub), system (real systemd in a container).
-test: setup lint
+# The systemd root comes first: integration tests of doctor boot it too.
+test: setup lint system-root
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup
