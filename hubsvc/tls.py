@@ -38,6 +38,8 @@ KEY_NAME = "key.pem"
 SYSTEM_TRUST = (Path("/etc/ssl/certs/ca-certificates.crt"),
                 Path("/etc/pki/tls/certs/ca-bundle.crt"))
 EXPIRY_WARN_DAYS = 14
+# The organisation name of the self-signed stand-in CHP serves until the ACME CA has issued
+PLACEHOLDER_MARK = "O=hubsvc placeholder until the ACME CA issues"
 
 
 class TlsError(Exception):
@@ -331,6 +333,10 @@ def install(cfg: Config) -> Installed | None:
         for name in (CERT_NAME, KEY_NAME):
             (d / name).unlink(missing_ok=True)
         return None
+    if cfg.tls.mode == "acme":
+        from . import acme
+
+        acme.ensure_placeholder(cfg)  # CHP needs a certificate before the CA issues one
     ins = inspect(src)
     chain_pem = ins.chain_pem()
     cert_path, key_path = d / CERT_NAME, d / KEY_NAME
@@ -417,10 +423,12 @@ class SourceWatch:
 
     every_s = 60.0
 
-    def __init__(self, sup: object, reload: object = None):
+    def __init__(self, sup: object, reload: object = None,
+                 acme_state: dict[str, object] | None = None):
         import time
 
         self.sup = sup
+        self.acme_state = acme_state
         self._clock = time.monotonic
         self._next = self._clock() + self.every_s
         self._reload = reload or _reload_self
@@ -430,6 +438,9 @@ class SourceWatch:
         cfg: Config = self.sup.cfg  # type: ignore[attr-defined]
         extra: dict[str, object] = self.sup.extra_status  # type: ignore[attr-defined]
         doc = status_doc(cfg)
+        if doc is not None and self.acme_state:
+            doc["acme"] = {k: self.acme_state.get(k) for k in
+                           ("last_error", "next_attempt_at", "last_success_at", "failures")}
         if doc != extra.get("tls"):
             if doc is None:
                 extra.pop("tls", None)
@@ -477,8 +488,9 @@ def attach(sup: object) -> None:
     doc = status_doc(cfg)
     if doc is not None:
         sup.extra_status["tls"] = doc  # type: ignore[attr-defined]
-    sup.periodic.append(SourceWatch(sup))  # type: ignore[attr-defined]
+    acme_state = None
     if cfg.tls.mode == "acme":
         from . import acme
 
-        acme.attach(sup)
+        acme_state = acme.attach(sup).state
+    sup.periodic.append(SourceWatch(sup, acme_state=acme_state))  # type: ignore[attr-defined]
