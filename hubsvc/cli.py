@@ -213,7 +213,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None:
         return EX_CONFIG
-    problems = preflight.static_problems(cfg)
+    from .tls import file_problems
+
+    problems = preflight.static_problems(cfg) + file_problems(cfg)
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG
@@ -222,7 +224,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return EX_OK
     print(f"{cfg.source}: OK\n")
-    for section in ("paths", "proxy", "hub", "health", "restart"):
+    for section in ("paths", "proxy", "hub", "health", "restart", "tls"):
         print(f"[{section}]")
         for k, v in doc[section].items():
             print(f"  {k} = {json.dumps(v)}")

@@ -373,17 +373,23 @@ def http_bind_host(cfg: Config) -> str:
     return cfg.public.host if cfg.tls.mode == "acme" else "::"
 
 
+def file_problems(cfg: Config) -> list[Problem]:
+    """Certificate/key files CHP could not use (for check-config and run)."""
+    src = source(cfg)
+    if src is None or (cfg.tls.mode == "acme" and not src.cert_file.exists()):
+        return []
+    try:
+        inspect(src)
+    except TlsError as e:
+        return [e.problem]
+    return []
+
+
 def preflight_problems(cfg: Config) -> list[Problem]:
     """What would stop CHP from serving https: unusable files, a taken plain-http port."""
     if cfg.tls.mode == "off":
         return []
-    out: list[Problem] = []
-    src = source(cfg)
-    if src is not None and not (cfg.tls.mode == "acme" and not src.cert_file.exists()):
-        try:
-            inspect(src)
-        except TlsError as e:
-            out.append(e.problem)
+    out = file_problems(cfg)
     if cfg.tls.http_port:
         from . import ports
 

@@ -161,3 +161,27 @@ def test_new_certificate_on_reload_keeps_user_routes(hub: tuple[TlsInstance, CA,
         r = c.get(f"{inst.public}/user/tlsuser/api/status",
                   headers={"Authorization": f"token {token}"})
         assert r.status_code == 200, r.text
+
+
+def test_bad_tls_settings_exit_78_naming_the_field(tmp_path: Path) -> None:
+    ca = CA()
+    cert, _ = ca.write(tmp_path / "a", ca.server("localhost"))
+    _, other_key = ca.write(tmp_path / "b", ca.server("localhost"))
+    cases = {
+        # the key of another certificate: check-config reads the files
+        "tls.key_file": (f'[proxy]\npublic_url = "https://127.0.0.1:{free_port()}"\n[tls]\n'
+                         f'mode = "files"\ncert_file = "{cert}"\nkey_file = "{other_key}"\n'),
+        # TLS on, but users would be sent to plain http
+        "proxy.public_url": (f'[tls]\nmode = "files"\ncert_file = "{cert}"\n'
+                             f'key_file = "{other_key}"\n'),
+    }
+    for field, text in cases.items():
+        cfg = tmp_path / f"{field}.toml"
+        cfg.write_text(f'[paths]\nstate_dir = "{tmp_path}/s"\nruntime_dir = "{tmp_path}/r"\n'
+                       + text)
+        for cmd in ("check-config", "run"):
+            p = subprocess.run([str(HUBSVC), cmd, "--config", str(cfg)], capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert p.returncode == 78, (cmd, p.stdout, p.stderr)
+            assert f"  {field}: " in p.stderr and "fix: " in p.stderr, p.stderr
+            assert "Traceback" not in p.stderr
