@@ -355,10 +355,12 @@ def chp_args(cfg: Config, installed: Installed | None) -> list[str]:
     args = ["--ssl-cert", str(installed.cert_path), "--ssl-key", str(installed.key_path),
             "--ssl-ciphers", cfg.tls.ciphers]
     if cfg.tls.http_port and cfg.tls.mode != "acme":
-        # CHP's own redirect listener (all addresses): 301 to https://HOST:PORT/same/path.
+        # CHP's own redirect listener (all addresses): 301 to https://HOST:PORT/same/path,
+        # PORT being its own https port (omitted for 443). No --redirect-to: CHP compares
+        # that string with the number 443 and would write ":443" into every Location.
         # With ACME hubsvc answers on this port itself (CHP's listener cannot serve the
         # CA's challenge).
-        args += ["--redirect-port", str(cfg.tls.http_port), "--redirect-to", str(cfg.public.port)]
+        args += ["--redirect-port", str(cfg.tls.http_port)]
     return args
 
 

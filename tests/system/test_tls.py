@@ -28,7 +28,7 @@ CONFIG = """
 [supervisor]
 launcher = "systemd"
 [proxy]
-public_url = "https://localhost/"
+public_url = "https://127.0.0.1/"
 [tls]
 mode = "files"
 cert_file = "/etc/hubsvc/tls/hub.crt"
@@ -43,9 +43,9 @@ PROBE = textwrap.dedent("""
     root = sys.argv[1]
     ctx = ssl.create_default_context(cafile=root)
     with socket.create_connection(("127.0.0.1", 443), timeout=10) as s:
-        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+        with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
             serial = t.getpeercert()["serialNumber"]; version = t.version()
-    c = http.client.HTTPSConnection("localhost", 443, context=ctx, timeout=30)
+    c = http.client.HTTPSConnection("127.0.0.1", 443, context=ctx, timeout=30)
     c.request("GET", "/hub/health"); health = c.getresponse().status
     c = http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
     c.request("GET", "/hub/login?next=x", headers={"Host": "localhost"}); r = c.getresponse()
@@ -107,7 +107,7 @@ def test_packaged_unit_serves_https_with_a_root_only_key(
         r = m.run(f"setpriv --reuid={uid} --regid={uid} --clear-groups cat {path}", check=False)
         assert r.returncode != 0 and "Permission denied" in r.stderr, (path, r.stdout[:40])
     text = m.out("hubsvc status")
-    assert "certificate (files): valid until" in text and "localhost" in text, text
+    assert "certificate (files): valid until" in text and "127.0.0.1" in text, text
     doc = json.loads(m.run("hubsvc doctor --json", check=False, timeout=180).stdout)
     tls_f = {f["id"]: f["severity"] for f in doc["findings"] if f["group"] == "tls"}
     assert tls_f.get("tls.files") == "ok" and tls_f.get("tls.key_mode") == "ok", tls_f
