@@ -316,9 +316,13 @@ class ChallengeServer:
                 return "404 Not Found", {}, b"no such challenge\n"
             body = answer.encode()
             return "200 OK", {"Content-Type": "text/plain"}, body if method == "GET" else b""
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if not name or any(c in name for c in "/\\@ \t") or not name.isascii():
+        name = (host.rsplit(":", 1)[0] if not host.endswith("]") else host).lower()
+        if not name:
             return "400 Bad Request", {}, b"this server is https only; no Host header\n"
+        # only to a name the certificate is for: a forged Host header cannot make this
+        # listener redirect anywhere else
+        names = domains(self.cfg)
+        name = name if name in names else names[0]
         port = self.cfg.public.port
         return "301 Moved Permanently", {
             "Location": f"https://{name}{'' if port == 443 else f':{port}'}{target}"}, b""

@@ -132,7 +132,8 @@ def test_challenge_listener_answers(tmp_path: Path) -> None:
     st, hdrs, _ = srv.respond(b"GET /hub/login?next=%2F HTTP/1.1\r\nHost: hub.example.org:80\r\n\r\n")
     assert st.startswith("301") and hdrs["Location"] == "https://hub.example.org:8443/hub/login?next=%2F"
     assert srv.respond(b"GET / HTTP/1.0\r\n\r\n")[0] == "400 Bad Request"
-    assert srv.respond(b"GET / HTTP/1.1\r\nHost: evil/x\r\n\r\n")[0] == "400 Bad Request"
+    _, hdrs, _ = srv.respond(b"GET /x HTTP/1.1\r\nHost: evil.example.com\r\n\r\n")
+    assert hdrs["Location"] == "https://hub.example.org:8443/x"  # never to another host
     assert srv.respond(b"POST / HTTP/1.1\r\nHost: a\r\n\r\n")[0].startswith("405")
 
 
