@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import tls
+from . import certs, tls
 from .config import Config
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def current(cfg: Config) -> x509.Certificate | None:
 
 
 def is_placeholder(cert: x509.Certificate) -> bool:
-    return cert.subject.rfc4514_string().endswith(tls.PLACEHOLDER_MARK) and tls.self_signed(cert)
+    return cert.subject.rfc4514_string().endswith(tls.PLACEHOLDER_MARK) and certs.self_signed(cert)
 
 
 def why_due(cfg: Config, now: dt.datetime | None = None) -> str | None:
@@ -97,7 +97,7 @@ def why_due(cfg: Config, now: dt.datetime | None = None) -> str | None:
         return "no certificate yet"
     if is_placeholder(cert):
         return "serving the temporary self-signed certificate"
-    missing = [d for d in domains(cfg) if not tls.covers(cert, d)]
+    missing = [d for d in domains(cfg) if not certs.covers(cert, d)]
     if missing:
         return f"the certificate does not cover {', '.join(missing)}"
     now = now or dt.datetime.now(dt.UTC)
@@ -380,7 +380,7 @@ class Renewer:
                           last_success_at=self.clock(),
                           not_after=cert.not_valid_after_utc.timestamp())
         self._save(cfg)
-        log.info("acme_issued", domains=tls.names(cert),
+        log.info("acme_issued", domains=certs.names(cert),
                  not_after=f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
                  action="reloading: CHP restarts with the new certificate")
         self.reload()

@@ -16,12 +16,12 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
 from . import ports, tls
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
+    from .certs import Inspected
     from .doctor import Ctx, Finding
 
 GROUP = "tls"
@@ -38,7 +38,8 @@ def check(ctx: Ctx, trust: list[x509.Certificate] | None = None,
           now: dt.datetime | None = None) -> list[Finding]:
     cfg = ctx.cfg
     if cfg.tls.mode == "off":
-        return _off(ctx)
+        return _off(ctx)  # without importing cryptography: `hubsvc run` imports the doctor
+    from . import certs
     out: list[Finding] = []
     src = tls.source(cfg)
     assert src is not None
@@ -50,26 +51,26 @@ def check(ctx: Ctx, trust: list[x509.Certificate] | None = None,
         if not src.cert_file.exists():
             return out  # nothing issued yet: acme's findings say why
     try:
-        ins = tls.inspect(src)
+        ins = certs.inspect(src)
     except tls.TlsError as e:
         p = e.problem
         return [*out, _f("files", "error", p.message, p.evidence, p.fix, True)]
     leaf = ins.leaf
     out.append(_f("files", "ok", f"certificate and key belong together ({src.cert_file})",
-                  tls.describe(leaf)))
-    if (cfg.tls.mode == "acme" and tls.self_signed(leaf)
+                  certs.describe(leaf)))
+    if (cfg.tls.mode == "acme" and certs.self_signed(leaf)
             and leaf.subject.rfc4514_string().endswith(tls.PLACEHOLDER_MARK)):
         out.append(_f("acme.placeholder", "error",
                       "CHP serves a temporary self-signed certificate: the ACME CA has not "
-                      "issued one yet", tls.describe(leaf),
+                      "issued one yet", certs.describe(leaf),
                       "see the tls.acme findings above and `journalctl -u hubsvc | grep acme`"))
         return out
-    out += _chain(ins.chain, trust if trust is not None else tls.load_trust())
+    out += _chain(ins.chain, trust if trust is not None else certs.load_trust())
     out += _expiry(ctx, leaf, now)
     out += _names(ctx, leaf)
-    if not tls.server_auth_ok(leaf):
+    if not certs.server_auth_ok(leaf):
         out.append(_f("usage", "error", "the certificate is not meant for web servers "
-                      "(its extended key usage lacks serverAuth)", tls.describe(leaf),
+                      "(its extended key usage lacks serverAuth)", certs.describe(leaf),
                       "ask the CA for a TLS server certificate"))
     out += _ports(ctx)
     out += _served(ctx, ins)
@@ -109,7 +110,9 @@ def _key_mode(key: Path, field: str) -> list[Finding]:
 
 
 def _chain(chain: list[x509.Certificate], trust: list[x509.Certificate] | None) -> list[Finding]:
-    gap = tls.chain_gap(chain, trust)
+    from . import certs
+
+    gap = certs.chain_gap(chain, trust)
     ev = " <- ".join(c.subject.rfc4514_string() for c in chain)
     if gap is None:
         return [_f("chain", "ok", f"the chain is complete ({len(chain)} certificate"
@@ -125,32 +128,36 @@ def _chain(chain: list[x509.Certificate], trust: list[x509.Certificate] | None) 
 
 
 def _expiry(ctx: Ctx, leaf: x509.Certificate, now: dt.datetime | None) -> list[Finding]:
-    state, sentence = tls.expiry(leaf, now)
+    from . import certs
+
+    state, sentence = certs.expiry(leaf, now)
     renew = ("hubsvc renews it itself; see the tls.acme findings for why it has not"
              if ctx.cfg.tls.mode == "acme" else
              "renew it (certbot renew / getcert resubmit / your CA), then `systemctl reload "
              "hubsvc` (hubsvc also notices new files within a minute)")
     if state == "expired":
         return [_f("expiry", "error", f"the certificate {sentence}: browsers refuse the site",
-                   tls.describe(leaf), renew, True)]
+                   certs.describe(leaf), renew, True)]
     if state == "not_yet_valid":
-        return [_f("expiry", "error", f"the certificate is {sentence}", tls.describe(leaf),
+        return [_f("expiry", "error", f"the certificate is {sentence}", certs.describe(leaf),
                    "check this host's clock (`timedatectl`) or wait for the validity start")]
     if state == "expiring":
-        return [_f("expiry", "warning", f"the certificate {sentence}", tls.describe(leaf), renew)]
+        return [_f("expiry", "warning", f"the certificate {sentence}", certs.describe(leaf), renew)]
     return [_f("expiry", "ok", f"the certificate is {sentence}")]
 
 
 def _names(ctx: Ctx, leaf: x509.Certificate) -> list[Finding]:
+    from . import certs
+
     host = ctx.cfg.public.host
-    names = tls.names(leaf)
+    names = certs.names(leaf)
     if host in ("0.0.0.0", "::", ""):
         host = socket.getfqdn()
         if not host or host == "localhost":
             return [_f("names", "ok", f"the certificate names {', '.join(names)}; "
                        "proxy.public_url binds every address, so the name users open is "
                        "not known here")]
-    if tls.covers(leaf, host):
+    if certs.covers(leaf, host):
         return [_f("names", "ok", f"the certificate covers {host}", ", ".join(names))]
     return [_f("names", "error", f"the certificate does not cover {host}, the host of "
                "proxy.public_url: browsers show a name mismatch",
@@ -204,7 +211,7 @@ def _ports(ctx: Ctx) -> list[Finding]:
     return out
 
 
-def _served(ctx: Ctx, ins: tls.Inspected) -> list[Finding]:
+def _served(ctx: Ctx, ins: Inspected) -> list[Finding]:
     """What CHP serves now, compared with the files: a renewal not yet applied."""
     if not ctx.supervisor_alive:
         return []
@@ -221,12 +228,17 @@ def _served(ctx: Ctx, ins: tls.Inspected) -> list[Finding]:
                    f"{type(e).__name__}: {e}", "look at `journalctl -u hubsvc -u hubsvc-proxy`")]
     if not der:
         return []
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from . import certs
+
     served = x509.load_der_x509_certificate(der)
     if served.fingerprint(hashes.SHA256()) == ins.leaf.fingerprint(hashes.SHA256()):
         return [_f("served", "ok", "CHP serves the certificate in the files")]
     return [_f("served", "warning", "CHP serves another certificate than the one in the files "
-               "(a renewal not applied yet)", f"served: {tls.describe(served)}; files: "
-               f"{tls.describe(ins.leaf)}", "`systemctl reload hubsvc` (hubsvc also notices "
+               "(a renewal not applied yet)", f"served: {certs.describe(served)}; files: "
+               f"{certs.describe(ins.leaf)}", "`systemctl reload hubsvc` (hubsvc also notices "
                "new files within a minute)")]
 
 

@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from hubsvc import acme, config, tls
+from hubsvc import acme, certs, config, tls
 
 from .hubsvc_harness import Instance, free_port, new_root
 from .pebble import PEBBLE, Pebble
@@ -61,7 +61,7 @@ def test_issue_renew_and_failed_challenge(pebble: Pebble, tmp_path: Path) -> Non
             assert acme.why_due(cfg) == "no certificate yet"
             assert await acme.renew_if_due(cfg, answers)
             first = acme.current(cfg)
-            assert first is not None and tls.covers(first, "localhost")
+            assert first is not None and certs.covers(first, "localhost")
             assert "Pebble Intermediate" in first.issuer.rfc4514_string()
             d = tls.acme_dir(cfg)
             for f in ("account.key", "key.pem"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hubsvc import config, hubconfig, secrets, status, tls
+from hubsvc import certs, config, hubconfig, secrets, status, tls
 from hubsvc.config import ConfigError
 from hubsvc.execshim import credential_paths
 from tests.tlsca import CA, pem
@@ -77,33 +77,33 @@ def test_http_port_clash_and_acme_rules(tmp_path: Path) -> None:
 def test_inspect_full_chain_key_match_names_and_expiry(tmp_path: Path, ca: CA) -> None:
     srv = ca.server("hub.example.org", "*.hub.example.org", "127.0.0.1")
     cert, key = ca.write(tmp_path / "c", srv)
-    ins = tls.inspect(tls.Source(cert, None, key, "tls.cert_file", "tls.key_file"))
+    ins = certs.inspect(tls.Source(cert, None, key, "tls.cert_file", "tls.key_file"))
     assert len(ins.chain) == 2
-    assert tls.names(ins.leaf) == ["hub.example.org", "*.hub.example.org", "127.0.0.1"]
-    assert tls.covers(ins.leaf, "hub.example.org") and tls.covers(ins.leaf, "x.hub.example.org")
-    assert not tls.covers(ins.leaf, "a.b.hub.example.org")
-    assert not tls.covers(ins.leaf, "other.example.org")
-    assert tls.covers(ins.leaf, "127.0.0.1") and not tls.covers(ins.leaf, "127.0.0.2")
-    assert tls.expiry(ins.leaf)[0] == "ok"
+    assert certs.names(ins.leaf) == ["hub.example.org", "*.hub.example.org", "127.0.0.1"]
+    assert certs.covers(ins.leaf, "hub.example.org") and certs.covers(ins.leaf, "x.hub.example.org")
+    assert not certs.covers(ins.leaf, "a.b.hub.example.org")
+    assert not certs.covers(ins.leaf, "other.example.org")
+    assert certs.covers(ins.leaf, "127.0.0.1") and not certs.covers(ins.leaf, "127.0.0.2")
+    assert certs.expiry(ins.leaf)[0] == "ok"
     trust = [ca.root]
-    assert tls.chain_gap(ins.chain, trust) is None
+    assert certs.chain_gap(ins.chain, trust) is None
 
 
 def test_chain_gap_names_the_missing_intermediate(tmp_path: Path, ca: CA) -> None:
     srv = ca.server("hub.example.org")
     cert, key = ca.write(tmp_path / "c", srv, full_chain=False)
-    ins = tls.inspect(tls.Source(cert, None, key, "tls.cert_file", "tls.key_file"))
-    gap = tls.chain_gap(ins.chain, [ca.root])
+    ins = certs.inspect(tls.Source(cert, None, key, "tls.cert_file", "tls.key_file"))
+    gap = certs.chain_gap(ins.chain, [ca.root])
     assert gap is not None and "intermediate is missing" in gap
     # certmonger/IPA shape: the intermediates in a file of their own
     chain = tmp_path / "c" / "chain.pem"
     chain.write_bytes(pem(ca.inter))
-    ins = tls.inspect(tls.Source(cert, chain, key, "tls.cert_file", "tls.key_file"))
-    assert len(ins.chain) == 2 and tls.chain_gap(ins.chain, [ca.root]) is None
+    ins = certs.inspect(tls.Source(cert, chain, key, "tls.cert_file", "tls.key_file"))
+    assert len(ins.chain) == 2 and certs.chain_gap(ins.chain, [ca.root]) is None
     # wrong order
     (tmp_path / "c" / "bad.pem").write_bytes(pem(ca.inter) + pem(srv.cert))
-    bad = tls.load_certs(tmp_path / "c" / "bad.pem", "tls.cert_file")
-    assert "wrong order" in (tls.chain_gap(bad, [ca.root]) or "")
+    bad = certs.load_certs(tmp_path / "c" / "bad.pem", "tls.cert_file")
+    assert "wrong order" in (certs.chain_gap(bad, [ca.root]) or "")
 
 
 def test_mismatched_key_is_refused_with_the_field(tmp_path: Path, ca: CA) -> None:
@@ -111,7 +111,7 @@ def test_mismatched_key_is_refused_with_the_field(tmp_path: Path, ca: CA) -> Non
     cert, _ = ca.write(tmp_path / "a", a)
     _, key_b = ca.write(tmp_path / "b", b)
     with pytest.raises(tls.TlsError) as e:
-        tls.inspect(tls.Source(cert, None, key_b, "tls.cert_file", "tls.key_file"))
+        certs.inspect(tls.Source(cert, None, key_b, "tls.cert_file", "tls.key_file"))
     assert e.value.problem.field == "tls.key_file"
     assert "does not belong" in e.value.problem.message
 
@@ -119,16 +119,16 @@ def test_mismatched_key_is_refused_with_the_field(tmp_path: Path, ca: CA) -> Non
 def test_unusable_files_name_path_and_fix(tmp_path: Path, ca: CA) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     with pytest.raises(tls.TlsError) as e:
-        tls.load_certs(tmp_path / "junk.pem", "tls.cert_file")
+        certs.load_certs(tmp_path / "junk.pem", "tls.cert_file")
     assert "no PEM certificate" in e.value.problem.message
     with pytest.raises(tls.TlsError) as e:
-        tls.load_certs(tmp_path / "missing.pem", "tls.cert_file")
+        certs.load_certs(tmp_path / "missing.pem", "tls.cert_file")
     assert "does not exist" in e.value.problem.message
 
 
 def test_expiry_states(ca: CA) -> None:
-    assert tls.expiry(ca.server("h", days=10).cert)[0] == "expiring"
-    assert tls.expiry(ca.server("h", days=1, start_days_ago=5).cert)[0] == "expired"
+    assert certs.expiry(ca.server("h", days=10).cert)[0] == "expiring"
+    assert certs.expiry(ca.server("h", days=1, start_days_ago=5).cert)[0] == "expired"
 
 
 # ---- the private copy ----------------------------------------------------------------------
