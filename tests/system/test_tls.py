@@ -128,3 +128,98 @@ def test_renewed_certificate_on_reload(tls_machine: tuple[Machine, CA, Path]) ->
     after = probe(m, root_pem)
     assert after["serial"] != before and after["health"] == 200
     assert m.main_pid("hubsvc-hub.service") == hub_pid  # the hub was not restarted
+
+
+# ---- ACME in the packaged unit: Debian's pebble inside the container ---------------------
+ACME_CONFIG = """
+[supervisor]
+launcher = "systemd"
+[proxy]
+public_url = "https://localhost/"
+[tls]
+mode = "acme"
+http_port = 80
+[tls.acme]
+directory_url = "https://127.0.0.1:14000/dir"
+ca_bundle = "/etc/pebble/root.pem"
+email = "admin@example.org"
+"""
+
+# CHP listens on "localhost" (::1 first in the container); verifies with pebble's own root.
+ACME_PROBE = textwrap.dedent("""
+    import json, socket, ssl, sys, urllib.request
+    raw = ssl.create_default_context(); raw.check_hostname = False; raw.verify_mode = ssl.CERT_NONE
+    root = urllib.request.urlopen("https://127.0.0.1:15000/roots/0", context=raw,
+                                  timeout=10).read().decode()
+    ctx = ssl.create_default_context(cadata=root)
+    for addr in ("::1", "127.0.0.1"):
+        try:
+            s = socket.create_connection((addr, 443), timeout=10)
+            break
+        except OSError:
+            continue
+    with s, ctx.wrap_socket(s, server_hostname="localhost") as t:
+        cert = t.getpeercert()
+        t.sendall(b"GET /hub/health HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n")
+        status = t.recv(100).split(b" ")[1].decode()
+    print(json.dumps({"issuer": dict(x[0] for x in cert["issuer"]), "health": int(status)}))
+""")
+
+
+@pytest.fixture(scope="module")
+def acme_machine() -> Iterator[Machine]:
+    from tests.integration.pebble import PEBBLE
+
+    if not Path(PEBBLE).exists():
+        pytest.skip("needs Debian's pebble on the host (make setup installs it)")
+    ca = CA()
+    with booted("tls-acme", "systemd") as m:
+        m.run(f"rpm -i --nodeps {m.rpm}", timeout=180)
+        # the same Debian 12 binary, copied into the container's (overlay) root
+        dest = Path(f"/proc/{m.leader}/root/usr/local/bin/pebble")
+        dest.write_bytes(Path(PEBBLE).read_bytes())
+        dest.chmod(0o755)
+        srv = ca.server("127.0.0.1", "localhost")
+        put(m, "/etc/pebble/cert.pem", pem(srv.cert) + pem(ca.inter), "0644")
+        put(m, "/etc/pebble/key.pem", key_pem(srv.key), "0600")
+        put(m, "/etc/pebble/root.pem", pem(ca.root), "0644")
+        conf = json.dumps({"pebble": {
+            "listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
+            "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
+            "httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "",
+            "externalAccountBindingRequired": False}})
+        put(m, "/etc/pebble/config.json", conf.encode(), "0644")
+        m.run("systemd-run --unit=pebble --setenv=PEBBLE_VA_ALWAYS_VALID=0 "
+              "--setenv=PEBBLE_VA_NOSLEEP=1 --setenv=PEBBLE_WFE_NONCEREJECT=0 "
+              "/usr/local/bin/pebble -config /etc/pebble/config.json")
+        m.run(f"printf %s {shlex.quote(ACME_CONFIG)} > /etc/hubsvc/hubsvc.toml")
+        m.run("systemctl start hubsvc", timeout=150)
+        yield m
+
+
+def test_packaged_unit_obtains_a_certificate_by_acme(acme_machine: Machine) -> None:
+    m = acme_machine
+
+    def issued() -> dict | None:
+        st = m.status()
+        acme = (st.get("tls") or {}).get("acme") or {}
+        if acme.get("last_success_at") and st.get("ready") and st.get("last_reload", {}).get("ok"):
+            return st
+        return None
+
+    st = wait_until(issued, 120, "the ACME certificate issued and served")
+    assert "Pebble Intermediate" in st["tls"]["issuer"] and st["tls"]["names"] == ["localhost"]
+    p = subprocess.run(["nsenter", "-t", str(m.leader), "-n", sys.executable, "-c", ACME_PROBE],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["health"] == 200 and "Pebble Intermediate" in got["issuer"]["commonName"]
+    for f in ("account.key", "key.pem"):
+        assert m.out(f"stat -c '%a %U' /var/lib/hubsvc/acme/{f}") == "600 root"
+    assert m.out("stat -c '%a' /var/lib/hubsvc/acme") == "700"
+    pid = m.main_pid("hubsvc-proxy.service")
+    argv = m.out(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    assert "--ssl-key /run/credentials/hubsvc-proxy.service/tls_key.pem" in argv, argv
+    assert "--redirect-port" not in argv  # hubsvc's own listener answers on port 80
+    text = m.out("hubsvc status")
+    assert "certificate (acme): valid until" in text, text
