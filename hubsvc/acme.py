@@ -109,15 +109,20 @@ def why_due(cfg: Config, now: dt.datetime | None = None) -> str | None:
 
 
 # ---- the temporary certificate -----------------------------------------------------------
-def ensure_placeholder(cfg: Config) -> bool:
+def ensure_placeholder(cfg: Config, now: dt.datetime | None = None) -> bool:
     """Until the CA has issued, CHP serves a self-signed certificate for the configured
     names (it cannot start https without one). True when one was written."""
     d = ensure_dir(cfg)
     if (d / tls.CERT_NAME).exists() and (d / tls.KEY_NAME).exists():
-        return False
+        cert = current(cfg)
+        # a stand-in that ran out while the CA kept failing is made anew; a real
+        # certificate is never replaced here
+        if cert is None or not is_placeholder(cert) or cert.not_valid_after_utc > (
+                now or dt.datetime.now(dt.UTC)):
+            return False
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name.from_rfc4514_string(f"CN={domains(cfg)[0]},{tls.PLACEHOLDER_MARK}")
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))

@@ -107,6 +107,14 @@ def test_acme_placeholder_and_due(tmp_path: Path) -> None:
     assert ins is not None and ins.names == ("hub.example.org",)
     assert acme.why_due(cfg) == "serving the temporary self-signed certificate"
     assert (tls.acme_dir(cfg) / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert not acme.ensure_placeholder(cfg)  # kept while valid
+    first = acme.current(cfg)
+    assert first is not None and acme.is_placeholder(first)
+    # an expired stand-in (the CA failing for over a week) is made anew
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
+    assert acme.ensure_placeholder(cfg, now=later)
+    second = acme.current(cfg)
+    assert second is not None and second.not_valid_after_utc > later
 
 
 def test_acme_renewal_time(tmp_path: Path, ca: CA) -> None:
