@@ -380,6 +380,8 @@ class Renewer:
             log.error("acme_failed", reason=reason, retry_in_s=round(wait),
                       fix="see `hubsvc doctor` (group tls)")
             self._save(cfg)
+            if ensure_placeholder(cfg):  # the stand-in ran out: the file watch reloads CHP
+                log.warning("acme_placeholder_renewed", reason="no certificate from the CA yet")
             return False
         self.state.update(failures=0, last_error=None, next_attempt_at=None,
                           last_success_at=self.clock(),
