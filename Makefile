@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SYS_PYTHON := /usr/bin/python3
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev nodejs npm \
 	systemd-container debootstrap rpm rpmlint iproute2 procps util-linux \
-	chromium chromium-driver
+	chromium chromium-driver pebble
 PYTEST_ARGS ?=
 
 .PHONY: all setup apt run test test-unit test-integration test-slurm lint bench clean

@@ -63,7 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         left = asyncio.run(stop_leftover_units(cfg.paths.runtime_dir))
         if left:
             structlog.get_logger("hubsvc").warning("stopped_leftover_units", units=left)
+    from . import tls
+
     problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
+    problems += tls.preflight_problems(cfg)
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG
@@ -156,6 +159,9 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             reloader=reload,
         )
         sup.periodic.append(_overrides_reporter(cfg))
+        from . import tls
+
+        tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
         hub_token = secrets_mod.read(files.hub_api_token)
         Watch(sup, client, hub_token).attach()
         # users' servers running as batch jobs: queued jobs show in `hubsvc status`
@@ -207,7 +213,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None:
         return EX_CONFIG
-    problems = preflight.static_problems(cfg)
+    from .tls import file_problems
+
+    problems = preflight.static_problems(cfg) + file_problems(cfg)
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG
@@ -216,7 +224,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return EX_OK
     print(f"{cfg.source}: OK\n")
-    for section in ("paths", "proxy", "hub", "health", "restart"):
+    for section in ("paths", "proxy", "hub", "health", "restart", "tls"):
         print(f"[{section}]")
         for k, v in doc[section].items():
             print(f"  {k} = {json.dumps(v)}")

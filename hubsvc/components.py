@@ -63,6 +63,7 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> 
     token = read(secrets.proxy_token)
     pub, api, hub = cfg.public, cfg.api, cfg.hub_bind
     command = resolve_command(cfg.proxy.command, cfg.source.parent if cfg.source else None)
+    tls_args, tls_digest = _proxy_tls(cfg)
     argv = [
         str(command or cfg.proxy.command),
         "--ip", pub.host,
@@ -74,6 +75,7 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> 
         # CHP logs every API request at info level: with a liveness check of its API every
         # interval that is a journal line every 2 s. Route changes are logged by the hub.
         "--log-level", "warn",
+        *tls_args,
         *cfg.proxy.extra_args,
     ]
     t = cfg.health.timeout_s
@@ -96,8 +98,22 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> 
         ready=api_ok,
         alive=_both(public_ok, api_ok),
         clean_exit_codes=frozenset({0, 2}),  # CHP exits 2 on SIGTERM
-        fingerprint=fingerprint(argv, cfg.paths.state_dir),
+        fingerprint=fingerprint(argv, cfg.paths.state_dir, tls_digest),
     )
+
+
+def _proxy_tls(cfg: Config) -> tuple[list[str], str]:
+    """CHP's TLS flags and a digest of the certificate and key: a new certificate changes
+    the proxy's fingerprint, so a reload restarts CHP with it (and restores its routes).
+    Writes the private copy CHP reads (see hubsvc.tls)."""
+    from . import tls
+    from .config import ConfigError
+
+    try:
+        installed = tls.install(cfg)
+    except tls.TlsError as e:
+        raise ConfigError([e.problem]) from None
+    return tls.chp_args(cfg, installed), installed.digest if installed else ""
 
 
 def hub_spec(cfg: Config, generated_config: Path, client: httpx.AsyncClient) -> ComponentSpec:

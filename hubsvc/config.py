@@ -306,6 +306,97 @@ class SupervisorSettings(_Section):
     launcher: Literal["auto", "process", "systemd"] = "auto"
 
 
+# Ciphers for TLS 1.2 (TLS 1.3's suites are all strong and set by node itself): forward
+# secret AEAD only, as in Mozilla's "intermediate" profile. Every suite here needs TLS 1.2,
+# so a TLS 1.0/1.1 client finds nothing in common and the handshake fails.
+DEFAULT_TLS_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+))
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class Acme(_Section):
+    """Certificates from an ACME CA (http-01 challenge on tls.http_port)."""
+
+    directory_url: str = LETSENCRYPT_DIRECTORY
+    email: str = ""  # the account's contact; the CA mails expiry warnings there
+    # Names on the certificate; empty: the host of proxy.public_url.
+    domains: list[str] = []
+    # A CA bundle to trust the ACME server's own https with (a private CA); empty: the system's.
+    ca_bundle: Path | None = None
+    # Renew once this share of the certificate's lifetime has passed (Let's Encrypt: 90 days,
+    # so at 60 days: a month of retries before it expires).
+    renew_after: float = Field(2 / 3, gt=0, lt=1)
+    # After a failed attempt, wait this long before the next one (doubling up to a day).
+    retry_s: float = Field(600.0, ge=1, le=86400)
+
+    _dir = field_validator("directory_url")(_url_field)
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+            raise ValueError(f"{v!r} is not an e-mail address; write it as name@example.org")
+        return v
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}", d):
+                raise ValueError(f"{d!r} is not a DNS name; list host names like hub.example.org")
+        return v
+
+
+class Tls(_Section):
+    """HTTPS terminated by CHP."""
+
+    # "off": plain http (or TLS set up by hand); "files": a certificate and key from files
+    # (certbot, certmonger/IPA, a corporate CA); "acme": hubsvc obtains and renews them.
+    mode: Literal["off", "files", "acme"] = "off"
+    # PEM: the server certificate, optionally followed by the intermediates (a full chain)
+    cert_file: Path | None = None
+    # PEM: intermediates, when they come in a file of their own (certmonger, many CAs)
+    chain_file: Path | None = None
+    key_file: Path | None = None  # PEM private key, unencrypted; may stay root-only
+    # A plain-http port that only redirects to https (and answers ACME http-01
+    # challenges); 0: none.
+    http_port: int = Field(0, ge=0, le=65535)
+    # Strict-Transport-Security max-age for the hub's pages; 0: no HSTS header.
+    hsts_max_age_s: int = Field(0, ge=0, le=63072000)
+    ciphers: str = DEFAULT_TLS_CIPHERS
+    acme: Acme = Acme()
+
+    @field_validator("cert_file", "chain_file", "key_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_+!:@.=-]+", v):
+            raise ValueError("not an OpenSSL cipher list; use ':'-separated names, "
+                             "or leave it out for the default")
+        return v
+
+    @model_validator(mode="after")
+    def _files_needed(self) -> Tls:
+        if self.mode == "files":
+            missing = [k for k in ("cert_file", "key_file") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"mode = \"files\" needs {' and '.join(missing)}; set them to "
+                                 "the PEM files (e.g. certbot's fullchain.pem and privkey.pem)")
+        return self
+
+
 class Config(_Section):
     supervisor: SupervisorSettings = SupervisorSettings()
     paths: Paths = Paths()
@@ -314,6 +405,7 @@ class Config(_Section):
     health: Health = Health()
     restart: Restart = Restart()
     probe: ProbeSettings = ProbeSettings()
+    tls: Tls = Tls()
 
     # where this config was read from (not a TOML key)
     source: Path | None = Field(default=None, exclude=True)
@@ -345,6 +437,49 @@ class Config(_Section):
                         "give each its own port"
                     )
         return self
+
+
+# CHP flags hubsvc sets itself when [tls] is on
+_TLS_OWNED_FLAGS = ("--ssl-key", "--ssl-cert", "--ssl-ca", "--ssl-ciphers", "--ssl-protocol",
+                    "--ssl-allow-rc4", "--redirect-port", "--redirect-to")
+
+
+def tls_problems(cfg: Config) -> list[Problem]:
+    """[tls] checks that involve other sections, each reported at the field to change."""
+    t = cfg.tls
+    if t.mode == "off":
+        return []
+    out: list[Problem] = []
+    if cfg.public.scheme != "https":
+        out.append(Problem(
+            "proxy.public_url",
+            f"is {cfg.proxy.public_url!r}, but tls.mode = {t.mode!r}: users would be sent to "
+            "plain http", "make it an https:// URL (e.g. \"https://hub.example.org/\")"))
+    for a in cfg.proxy.extra_args:
+        flag = a.split("=", 1)[0]
+        if flag in _TLS_OWNED_FLAGS:
+            out.append(Problem("proxy.extra_args", f"sets {flag}, which hubsvc sets from [tls]",
+                               f"remove {flag} (and its value) from proxy.extra_args"))
+    if t.http_port:
+        for name, ep in (("proxy.public_url", cfg.public), ("proxy.api_url", cfg.api),
+                         ("hub.bind_url", cfg.hub_bind)):
+            if ep.port == t.http_port:
+                out.append(Problem("tls.http_port", f"{t.http_port} is the port of {name}",
+                                   "give tls.http_port a port of its own (80 on a server)"))
+    if t.mode == "acme":
+        for n in t.acme.domains or [cfg.public.host]:
+            try:
+                ipaddress.ip_address(n)
+            except ValueError:
+                continue
+            where = "tls.acme.domains" if t.acme.domains else "proxy.public_url"
+            out.append(Problem(where, f"{n!r} is an IP address; ACME CAs certify DNS names only",
+                               "put the DNS name users open in proxy.public_url (or list it "
+                               "in tls.acme.domains)"))
+        if not t.http_port:
+            out.append(Problem("tls.http_port", "is 0, but tls.mode = \"acme\" answers the "
+                               "CA's http-01 challenge on it", "set tls.http_port = 80"))
+    return out
 
 
 def _hosts_overlap(a: str, b: str) -> bool:
@@ -381,12 +516,16 @@ def _problem_from_pydantic(err: dict[str, Any]) -> Problem:
 
 
 # Path keys: a relative value is taken relative to the config file's own folder.
-_PATH_KEYS = (("paths", "state_dir"), ("paths", "runtime_dir"), ("hub", "config_file"))
+_PATH_KEYS = (("paths", "state_dir"), ("paths", "runtime_dir"), ("hub", "config_file"),
+              ("tls", "cert_file"), ("tls", "chain_file"), ("tls", "key_file"),
+              ("tls.acme", "ca_bundle"))
 
 
 def _anchor_paths(data: dict[str, Any], base: Path) -> None:
     for section, key in _PATH_KEYS:
-        sec = data.get(section)
+        sec: Any = data
+        for part in section.split("."):
+            sec = sec.get(part) if isinstance(sec, dict) else None
         if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key]:
             p = Path(sec[key])
             if not p.is_absolute():
@@ -398,6 +537,9 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError([_problem_from_pydantic(err) for err in e.errors()]) from None
+    problems = tls_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
     return cfg.model_copy(update={"source": source})
 
 

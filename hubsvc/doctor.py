@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
-from . import hubconfig, ports
+from . import doctor_tls, hubconfig, ports
 from . import status as status_mod
 from .commands import bundled_dirs, search_path
 from .config import Config, ConfigError, Endpoint, load, parse_endpoint, resolve_path
@@ -46,8 +46,8 @@ from .secrets import SecretFiles
 
 Severity = Literal["error", "warning", "ok", "skipped"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "ok", "skipped")
-GROUPS = ("config", "programs", "files", "ports", "jupyterhub", "scheduler", "entry point",
-          "service", "systemd")
+GROUPS = ("config", "programs", "files", "ports", "tls", "jupyterhub", "scheduler",
+          "entry point", "service", "systemd")
 
 EX_OK = 0
 EX_ERRORS = 1
@@ -1697,6 +1697,7 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
                           "entry point") if url else None
         findings += _guard(lambda: check_files(ctx), "files", "files")
         findings += _guard(lambda: check_ports(ctx), "ports", "ports")
+        findings += _guard(lambda: doctor_tls.check(ctx), "tls", "tls")
         findings += _guard(lambda: direct_hub_clients(ctx), "entry.direct_clients",
                            "entry point")
         findings += f_proxy.result() + f_hub.result() + f_service.result()

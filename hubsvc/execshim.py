@@ -14,6 +14,15 @@ import sys
 
 EX_USAGE = 64
 EX_CONFIG = 78
+# hubsvc writes the certificate and key CHP reads here (hubsvc.tls); the proxy unit loads
+# the directory as credentials named tls_<file> (LoadCredential=tls:/run/hubsvc/tls).
+TLS_DIR = "/run/hubsvc/tls/"
+
+
+def credential_paths(argv: list[str], creds: str) -> list[str]:
+    """Point CHP at its credential copies of the TLS files: it cannot read /run/hubsvc."""
+    return [os.path.join(creds, "tls_" + a[len(TLS_DIR):])
+            if a.startswith(TLS_DIR) and "/" not in a[len(TLS_DIR):] else a for a in argv]
 
 
 def main(argv: list[str]) -> int:
@@ -36,6 +45,8 @@ def main(argv: list[str]) -> int:
             with open(os.path.join(creds, "proxy_token")) as f:
                 env["CONFIGPROXY_AUTH_TOKEN"] = f.read().strip()
         argv_child = [str(a) for a in launch["argv"]]
+        if component == "proxy":
+            argv_child = credential_paths(argv_child, creds)
         os.chdir(launch.get("cwd") or "/")
     except (OSError, ValueError, KeyError) as e:
         print(f"hubsvc exec {component}: cannot read the launch credential: {e}", file=sys.stderr)

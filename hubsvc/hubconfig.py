@@ -101,6 +101,14 @@ c.ConfigurableHTTPProxy.api_url = _H["api_url"]
 c.ConfigurableHTTPProxy.auth_token = _secret(_H["proxy_token_file"])
 if _H["hub_connect_url"]:
     c.JupyterHub.hub_connect_url = _H["hub_connect_url"]
+if _H["hsts"]:
+    # HSTS ([tls] hsts_max_age_s) on the hub's pages; a browser applies it to the whole
+    # host, users' servers included. An admin's own header of that name wins.
+    _ts = c.JupyterHub.tornado_settings
+    if isinstance(_ts, dict):
+        _ts.setdefault("headers", {{}}).setdefault("Strict-Transport-Security", _H["hsts"])
+    else:
+        _ts.update({{"headers": {{"Strict-Transport-Security": _H["hsts"]}}}})
 
 # 4. hubsvc reads the hub's API every health interval (route drift watch): keep its
 #    successful read-only requests out of the hub's log, or it gets a line every 2 s.
@@ -130,6 +138,12 @@ _os.replace(_tmp, _H["overrides_file"])
 '''
 
 
+def _hsts(cfg: Config) -> str:
+    from .tls import hsts_value
+
+    return hsts_value(cfg)
+
+
 def render(cfg: Config, secrets: SecretFiles) -> str:
     rt = cfg.paths.runtime_dir
     settings = {
@@ -144,6 +158,7 @@ def render(cfg: Config, secrets: SecretFiles) -> str:
         "hub_bind_url": cfg.hub.bind_url,
         "api_url": cfg.proxy.api_url,
         "hub_connect_url": cfg.hub.connect_url or "",
+        "hsts": _hsts(cfg),
         "db_url": "sqlite:///" + str(cfg.paths.state_dir / "jupyterhub.sqlite"),
         "overrides_file": str(rt / OVERRIDES_NAME),
     }

@@ -60,6 +60,8 @@ def render_table(doc: dict[str, Any], running: bool) -> str:
     lines.append(f"hubsvc  pid {doc.get('pid')}  {state}  ready={'yes' if doc.get('ready') else 'no'}")
     if doc.get("public_url"):
         lines.append(f"users open: {doc['public_url']}")
+    if doc.get("tls"):
+        lines.append(tls_line(doc["tls"]))
     if doc.get("failure"):
         f = doc["failure"]
         lines.append(f"gave up on {f.get('component')}: {f.get('reason')}")
@@ -83,3 +85,19 @@ def render_table(doc: dict[str, Any], running: bool) -> str:
 
         lines += status_lines(doc["scheduler"])
     return "\n".join(lines)
+
+
+def tls_line(t: dict[str, Any]) -> str:
+    """The certificate CHP serves: `certificate: valid until … (N days), names …`."""
+    if t.get("error"):
+        return f"certificate ({t.get('mode')}): {t['error']}"
+    warn = {"expiring": "  WARNING: renew it", "expired": "  ERROR: browsers refuse it"}
+    line = (f"certificate ({t.get('mode')}): {t.get('summary')}, for "
+            f"{', '.join(t.get('names') or []) or '?'}{warn.get(t.get('expiry', ''), '')}")
+    acme = t.get("acme") or {}
+    if acme.get("last_error"):
+        line += f"\n  ACME: last attempt failed: {acme['last_error']}"
+    if acme.get("next_attempt_at"):
+        line += time.strftime("\n  ACME: next attempt %Y-%m-%d %H:%M:%S",
+                              time.localtime(acme["next_attempt_at"]))
+    return line
