@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-_GROUPS = ("unit", "integration", "system", "slurm")
+_GROUPS = ("unit", "integration", "system", "slurm", "security")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
