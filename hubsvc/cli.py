@@ -137,6 +137,10 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                 problems.append(Problem("paths", "cannot change while hubsvc runs",
                                         "restart hubsvc (systemctl restart hubsvc) to move its state"))
             problems += preflight.port_problems(new, only_changed_from=sup.cfg)
+            try:  # a secret file changed since the start is refused here, not at exec
+                secrets_mod.ensure(new.paths.state_dir)
+            except secrets_mod.SecretRefused as e:
+                problems.append(Problem("paths.state_dir", f"{e.path} {e.message}", e.fix))
             if problems:
                 raise ConfigError(problems)
             return new, build(new)

@@ -45,6 +45,7 @@ class Watch:
         self.episodes: deque[dict[str, Any]] = deque(maxlen=KEEP_EPISODES)
         self.hub_log = HubLog(sup.cfg.paths.runtime_dir, relay=False)
         self._refining = False
+        self._silence_reported = False
         # the first probe one interval (at most 30 s) after start: let a fresh start settle
         self._next_probe = time.monotonic() + min(sup.cfg.probe.interval_s, 30.0)
 
@@ -142,10 +143,23 @@ class Watch:
             self._episode_ended(ep)
         self.access.expire()
         self.hub_log.report_drops()
+        self._check_hub_log_alive()
         p = self.cfg.probe
         if p.enabled and time.monotonic() >= self._next_probe:
             self._next_probe = time.monotonic() + p.interval_s
             await self._probe()
+
+    def _check_hub_log_alive(self) -> None:
+        """A ready hub has written its start-up lines: none on the stream means the hub
+        could not open it (an admin's JupyterHub config replacing sys.stderr, a unit
+        sandbox hiding runtime_dir) and the loop watch is blind. Say so once."""
+        if self._silence_reported or self.hub_log.lines:
+            return
+        if self.sup.by_name["hub"].state == "ready":
+            self._silence_reported = True
+            log.warning("loop_watch_unavailable", path=str(self.hub_log.path),
+                        reason="the hub wrote nothing to its log stream since it became "
+                               "ready: redirect loops will not be reported")
 
     async def _probe(self) -> None:
         from . import redirects
