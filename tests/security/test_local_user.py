@@ -388,6 +388,24 @@ def test_forged_and_real_line_flood_leaves_probes_and_watch_unaffected(
     assert requests > 0
 
 
+def test_hubsvc_token_holds_only_the_scopes_it_uses(hub: Instance) -> None:
+    """The hub itself reports the service's scopes: exactly SERVICE_SCOPES, nothing of
+    the admin family beyond the server state it reads."""
+    from hubsvc import hubconfig
+
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        r = c.get(f"{hub.hub}/hub/api/user",
+                  headers={"Authorization": f"token {hub.secret('hubsvc_api_token')}"})
+    r.raise_for_status()
+    model = r.json()
+    assert model["kind"] == "service" and model["name"] == "hubsvc"
+    held = set(model["scopes"])
+    assert {"proxy", "list:users", "read:servers", "servers", "tokens"} <= held
+    assert not held & {"admin:users", "admin:servers", "admin:auth_state", "admin-ui",
+                       "delete:users", "read:roles", "groups", "shutdown"}, held
+    assert set(hubconfig.SERVICE_SCOPES) <= held
+
+
 def test_users_output_outlives_hubsvc(hub: Instance) -> None:
     """kill -9 of hubsvc: a process started from a user's server keeps writing to the
     server's stderr, does not die of SIGPIPE, and its lines are in the output file."""
