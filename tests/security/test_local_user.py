@@ -225,6 +225,25 @@ def _write_as_users_server(inst: Instance, lines: list[str]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def _fd_targets(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def test_only_the_hub_holds_its_log_stream(hub: Instance) -> None:
+    fifo = str(hub.run_dir / "hub-log.fifo")
+    assert fifo in _fd_targets(hub.pid("hub"))  # the hub writes its log there ...
+    for pid in (_server_pid(hub), *_writer_pids(hub)):  # ... what it spawned cannot
+        targets = _fd_targets(pid)
+        assert fifo not in targets, (pid, targets)
+        assert str(hub.state / "log" / "hub-output.log") in targets  # stdout/stderr
+
+
 def test_forged_loop_lines_raise_nothing(hub: Instance, local_user: LocalUser) -> None:
     _write_as_users_server(hub, [FORGED[0].format(n=n) for n in (1, 2, 3)] + FORGED[1:] * 30)
     logger = shutil.which("logger")
