@@ -48,10 +48,10 @@ def hub(local_user: LocalUser) -> Iterator[Instance]:
                                           "failures_before_restart": 4}})
     root.chmod(0o755)  # what protects the secrets must be hubsvc's own modes
     inst.hub_config.chmod(0o600)  # the test's admin token lives in the admin's own file
-    inst.start()
-    inst.log_path.chmod(0o600)
-    _spawn(inst, "u1")
     try:
+        inst.start()
+        inst.log_path.chmod(0o600)
+        _spawn(inst, "u1")
         yield inst
     finally:
         for pid in _writer_pids(inst):
@@ -275,6 +275,8 @@ except OSError as e:
 
 
 def test_cannot_obtain_a_token_through_probe_spawn(hub: Instance, local_user: LocalUser) -> None:
+    """The account runs probe-spawn itself (where it can reach hubsvc's installation; from a
+    checkout under a 0700 home it cannot even start it) and asks the hub directly."""
     from tests.integration.hubsvc_harness import HUBSVC
 
     tokens_before = hub.api_call("GET", "users/u1/tokens").json()

@@ -4,8 +4,10 @@ folders another account could know or change; nothing is started and nothing is 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,10 @@ def _run(inst: Instance) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def inst() -> Instance:
-    return Instance(new_root("hubsvc-refuse-"))
+def inst() -> Iterator[Instance]:
+    i = Instance(new_root("hubsvc-refuse-"))
+    yield i
+    shutil.rmtree(i.root, ignore_errors=True)
 
 
 def _prepared(inst: Instance) -> None:
