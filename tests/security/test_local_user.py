@@ -258,6 +258,13 @@ def test_forged_loop_lines_raise_nothing(hub: Instance, local_user: LocalUser) -
     assert "redirect_loop" not in hub.log_text(), hub.log_text()[-2000:]
     assert not st.get("redirect_loops"), st
     assert st["ready"] is True
+    from tests.integration.hubsvc_harness import HUBSVC
+
+    r = subprocess.run([str(HUBSVC), "status", "--json", "--config", str(hub.config)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["running"] is True and not shown.get("redirect_loops")
     # the forged lines did land in the users' servers' output, not in hubsvc's view
     assert "redirects=4" in (hub.state / "log" / "hub-output.log").read_text(errors="replace")
 
