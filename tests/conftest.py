@@ -1,5 +1,5 @@
 """Each test is marked by the folder it lives in, so every group runs on its own:
-`pytest -m unit`, `-m integration`, `-m system`, `-m slurm`."""
+`pytest -m unit`, `-m integration`, `-m system`, `-m slurm`, `-m security`."""
 
 from __future__ import annotations
 
