@@ -138,7 +138,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                                         "restart hubsvc (systemctl restart hubsvc) to move its state"))
             problems += preflight.port_problems(new, only_changed_from=sup.cfg)
             try:  # a secret file changed since the start is refused here, not at exec
-                secrets_mod.ensure(new.paths.state_dir)
+                secrets_mod.check(new.paths.state_dir)
             except secrets_mod.SecretRefused as e:
                 problems.append(Problem("paths.state_dir", f"{e.path} {e.message}", e.fix))
             if problems:

@@ -134,6 +134,19 @@ def ensure(state_dir: Path) -> tuple[SecretFiles, list[str]]:
     return files, created
 
 
+def check(state_dir: Path) -> SecretFiles:
+    """Check every secret without creating any (a reload: the running programs hold the
+    current values, so a removed file is a restart's job)."""
+    files = SecretFiles.in_dir(state_dir)
+    for path in files.all():
+        if not path.exists() and not path.is_symlink():
+            raise SecretRefused(path, "was removed while hubsvc runs",
+                                "restart hubsvc (systemctl restart hubsvc): it creates a fresh "
+                                "one and hands it to CHP and the hub together")
+        check_file(path)
+    return files
+
+
 def read(path: Path) -> str:
     """The secret in `path`; SecretRefused when it is empty or short, so that no caller
     can ever hand CHP or the hub an empty token."""

@@ -436,6 +436,22 @@ def test_hubsvc_token_holds_only_the_scopes_it_uses(hub: Instance) -> None:
     assert set(hubconfig.SERVICE_SCOPES) <= held
 
 
+def test_reload_refuses_a_secret_made_readable(hub: Instance) -> None:
+    """A secret file loosened while hubsvc runs: a reload is refused, naming it, and
+    everything keeps running on the values already in use."""
+    path = hub.state / "jupyterhub_cookie_secret"
+    pids = (hub.pid("proxy"), hub.pid("hub"))
+    path.chmod(0o644)
+    try:
+        hub.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        st = hub.wait_status(lambda s: (s.get("last_reload") or {}).get("ok") is False, 30)
+        assert any(str(path) in p and "mode 0644" in p for p in st["last_reload"]["problems"])
+        assert "reload_rejected" in hub.log_text()
+        assert st["ready"] is True and (hub.pid("proxy"), hub.pid("hub")) == pids
+    finally:
+        path.chmod(0o600)
+
+
 def test_users_output_outlives_hubsvc(hub: Instance) -> None:
     """kill -9 of hubsvc: a process started from a user's server keeps writing to the
     server's stderr, does not die of SIGPIPE, and its lines are in the output file."""

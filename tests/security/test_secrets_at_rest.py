@@ -72,3 +72,13 @@ def test_read_never_returns_an_empty_token(tmp_path: Path) -> None:
         secrets.read(files.proxy_token)
     with pytest.raises(OSError):  # callers that handle OSError handle a refusal too
         secrets.read(files.proxy_token)
+
+
+def test_check_creates_nothing(tmp_path: Path) -> None:
+    """A reload checks the secrets; a removed one is a restart's job, not the reload's."""
+    files, _ = secrets.ensure(tmp_path)
+    assert secrets.check(tmp_path) == files
+    files.hub_api_token.unlink()
+    with pytest.raises(secrets.SecretRefused, match="removed while hubsvc runs"):
+        secrets.check(tmp_path)
+    assert not files.hub_api_token.exists()
