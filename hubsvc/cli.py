@@ -110,23 +110,28 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     log.info("starting", version=__version__, config=str(cfg.source), pid=os.getpid(),
              systemd=notifier.enabled, watchdog_s=notifier.watchdog_interval_s)
     try:
-        files, fixes = secrets_mod.ensure(cfg.paths.state_dir)
+        files, created = secrets_mod.ensure(cfg.paths.state_dir)
+    except secrets_mod.SecretRefused as e:
+        _print_problems([Problem("paths.state_dir", f"{e.path} {e.message}", e.fix)],
+                        str(cfg.source))
+        return EX_CONFIG
     except OSError as e:
         print(f"hubsvc: paths.state_dir: cannot create secrets: {e}\n"
               "      fix: give the account that runs hubsvc ownership of the state directory",
               file=sys.stderr)
         return EX_CONFIG
-    for fix in fixes:
-        log.warning("secret_permissions", detail=fix,
-                    reason="file was readable by others; consider it exposed and rotate it")
+    for path in created:
+        log.info("secret_created", path=path)
     keep = cfg.hub.user_servers_on_stop == "keep" or (
         cfg.hub.user_servers_on_stop == "auto" and "INVOCATION_ID" in os.environ)
-    async with probes.new_client() as client:
+    # liveness probes get a connection pool of their own: nothing else hubsvc asks of the
+    # hub or CHP can queue in front of them
+    async with probes.new_client() as client, probes.new_client() as probe_client:
 
         def build(c: Config) -> list[components.ComponentSpec]:
             generated = hubconfig.write(c, files)
-            return [components.proxy_spec(c, files, client),
-                    components.hub_spec(c, generated, client)]
+            return [components.proxy_spec(c, files, probe_client),
+                    components.hub_spec(c, generated, probe_client)]
 
         def reload() -> tuple[Config, list[components.ComponentSpec]]:
             new = config.load(cfg.source)
@@ -135,6 +140,10 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                 problems.append(Problem("paths", "cannot change while hubsvc runs",
                                         "restart hubsvc (systemctl restart hubsvc) to move its state"))
             problems += preflight.port_problems(new, only_changed_from=sup.cfg)
+            try:  # a secret file changed since the start is refused here, not at exec
+                secrets_mod.check(new.paths.state_dir)
+            except secrets_mod.SecretRefused as e:
+                problems.append(Problem("paths.state_dir", f"{e.path} {e.message}", e.fix))
             if problems:
                 raise ConfigError(problems)
             return new, build(new)
@@ -148,7 +157,9 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             from .launch.process import ProcessLauncher
 
             launcher = ProcessLauncher()
-            output = "journal" if log_mode == "journal" else "pipe"
+            # the hub's output is inherited by users' servers: it must outlive hubsvc
+            output = ("journal" if log_mode == "journal"
+                      else f"file:{cfg.paths.state_dir / 'log'}")
         log.info("launcher", launcher=launcher_name, output=output)
         sup = Supervisor(
             cfg, build(cfg), launcher, notifier,
@@ -250,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"hubsvc is not running (no {runtime_dir / status.FILE}).\n"
               "  start it: systemctl start hubsvc   (or: hubsvc run)", file=sys.stderr)
         return EX_NOT_RUNNING
-    running = isinstance(doc.get("pid"), int) and status.pid_is_supervisor(doc["pid"])
+    running = status.supervisor_running(doc)
     running = running and doc.get("state") not in ("stopped", "failed")
     doc["running"] = running
     if running and doc.get("launcher") == "systemd":

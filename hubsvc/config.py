@@ -135,6 +135,7 @@ class Paths(_Section):
 
 
 def _reject_owned_flags(args: list[str], owned: tuple[str, ...], where: str) -> list[str]:
+    """CHP's command line (commander: `--x=y` and `--x y`, no abbreviations)."""
     for a in args:
         flag = a.split("=", 1)[0]
         if flag in owned:
@@ -145,12 +146,96 @@ def _reject_owned_flags(args: list[str], owned: tuple[str, ...], where: str) -> 
     return args
 
 
-_PROXY_OWNED_FLAGS = ("--ip", "--port", "--api-ip", "--api-port", "--default-target",
-                      "--error-target", "--auth-token")
-_HUB_OWNED_FLAGS = ("-f", "--config", "--ip", "--port", "--url", "--bind-url", "--db",
-                    "--JupyterHub.bind_url", "--JupyterHub.hub_bind_url", "--JupyterHub.ip",
-                    "--JupyterHub.port", "--JupyterHub.db_url", "--JupyterHub.hub_ip",
-                    "--JupyterHub.hub_port", "--JupyterHub.config_file")
+# CHP: its addresses, its API (plain http on loopback, hubsvc's token) and its targets.
+_PROXY_OWNED_FLAGS = ("--ip", "--port", "--api-ip", "--api-port", "--api-ssl-key",
+                      "--api-ssl-cert", "--api-ssl-ca", "--api-ssl-request-cert",
+                      "--api-ssl-reject-unauthorized", "--default-target", "--error-target",
+                      "--error-path", "--auth-token")
+
+# JupyterHub 6.1.1's command line is traitlets': `--Class.trait=value` or `--Class.trait
+# value` for any configurable class (exact case, no dashes in the trait name, no
+# abbreviations), and configuring a class configures its subclasses — `--Application.
+# bind_url` sets JupyterHub.bind_url. Plus the app's aliases and flags below.
+# tests/security/test_owned_settings.py checks these tables against JupyterHub itself.
+HUB_CLASS_PARENTS: dict[str, tuple[str, ...]] = {
+    "JupyterHub": ("JupyterHub", "Application", "SingletonConfigurable",
+                   "LoggingConfigurable", "Configurable"),
+    "ConfigurableHTTPProxy": ("ConfigurableHTTPProxy", "Proxy", "LoggingConfigurable",
+                              "Configurable"),
+    "Proxy": ("Proxy", "LoggingConfigurable", "Configurable"),
+}
+HUB_ALIASES: dict[str, tuple[str, str]] = {  # JupyterHub 6.1.1 `aliases` and `flags`
+    "base-url": ("JupyterHub", "base_url"),
+    "url": ("JupyterHub", "bind_url"),
+    "ip": ("JupyterHub", "ip"),
+    "port": ("JupyterHub", "port"),
+    "f": ("JupyterHub", "config_file"),
+    "config": ("JupyterHub", "config_file"),
+    "db": ("JupyterHub", "db_url"),
+    "no-db": ("JupyterHub", "db_url"),
+    "ssl-key": ("JupyterHub", "ssl_key"),
+    "ssl-cert": ("JupyterHub", "ssl_cert"),
+    "pid-file": ("JupyterHub", "pid_file"),
+    "log-file": ("JupyterHub", "extra_log_file"),
+    "log-level": ("Application", "log_level"),
+    "y": ("JupyterHub", "answer_yes"),
+    "debug": ("Application", "log_level"),
+    "show-config": ("Application", "show_config"),
+    "show-config-json": ("Application", "show_config_json"),
+    "generate-config": ("JupyterHub", "generate_config"),
+    "generate-certs": ("JupyterHub", "generate_certs"),
+    "upgrade-db": ("JupyterHub", "upgrade_db"),
+    "no-ssl": ("JupyterHub", "confirm_no_ssl"),
+}
+# Settings the hub's command line must not carry besides those in the generated config
+# (hubconfig.OWNED): the generated config itself, and flags that make the hub print
+# something and exit instead of serving.
+_HUB_ARGV_ONLY_OWNED = {("JupyterHub", "config_file"), ("JupyterHub", "hub_connect_url"),
+                        ("Application", "show_config"), ("Application", "show_config_json"),
+                        ("JupyterHub", "generate_config"), ("JupyterHub", "generate_certs")}
+
+
+def hub_owned_settings() -> set[tuple[str, str]]:
+    """(section, trait) pairs that set an owned setting, every section that reaches it."""
+    from .hubconfig import OWNED  # hubconfig imports this module: resolve at call time
+
+    out: set[tuple[str, str]] = set()
+    for cls, trait in {*OWNED, *_HUB_ARGV_ONLY_OWNED}:
+        for section in HUB_CLASS_PARENTS.get(cls, (cls,)):
+            out.add((section, trait))
+    return out
+
+
+def owned_hub_arg(arg: str, owned: set[tuple[str, str]] | None = None) -> str | None:
+    """The owned setting `arg` (one command-line word) would set, or None."""
+    if not arg.startswith("-"):
+        return None  # a value (`--x y`) or a positional word
+    owned = hub_owned_settings() if owned is None else owned
+    name = arg.lstrip("-").split("=", 1)[0]
+    if "." in name:
+        section, _, trait = name.rpartition(".")
+        return f"{section}.{trait}" if (section, trait) in owned else None
+    # argparse also takes any unambiguous prefix of an alias (`--base-u` is --base-url):
+    # an argument that is the prefix of an owned alias is refused as that alias
+    for alias, key in HUB_ALIASES.items():
+        if alias.startswith(name) and name and key in owned:
+            return f"{key[0]}.{key[1]}"
+    return None
+
+
+def _reject_owned_hub_args(args: list[str]) -> list[str]:
+    owned = hub_owned_settings()
+    for a in args:
+        hit = owned_hub_arg(a, owned)
+        if hit:
+            raise ValueError(
+                f"{a.split('=', 1)[0]} is set by hubsvc: it sets {hit}, which hubsvc owns "
+                "(hubsvc.toml or its generated JupyterHub config); remove it from extra_args. "
+                "Addresses and "
+                "the base URL: proxy.public_url and hub.bind_url; the hub's config file: "
+                "hub.config_file"
+            )
+    return args
 
 
 class Proxy(_Section):
@@ -204,8 +289,7 @@ class Hub(_Section):
     @field_validator("extra_args")
     @classmethod
     def _extra(cls, v: list[str]) -> list[str]:
-        return _reject_owned_flags(v, _HUB_OWNED_FLAGS,
-                                   "hub.bind_url / proxy.public_url / hub.config_file")
+        return _reject_owned_hub_args(v)
 
     @field_validator("bind_url")
     @classmethod

@@ -599,7 +599,7 @@ def _make_ctx(cfg: Config, acct: Account | None = None, service_env: bool = Fals
             pass
     if ctx.status and isinstance(ctx.status.get("pid"), int):
         spid = ctx.status["pid"]
-        ctx.supervisor_alive = status_mod.pid_is_supervisor(spid)
+        ctx.supervisor_alive = status_mod.supervisor_running(ctx.status)
         if ctx.supervisor_alive:
             ctx.our_pids = set(ports.iter_pids_of_tree(spid))
     ctx.proxy_token, err1 = _read_token(ctx.files.proxy_token)

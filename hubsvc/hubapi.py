@@ -1,11 +1,14 @@
 """The few JupyterHub REST calls hubsvc makes with its own service token, straight to
-the hub's bind_url (so they work while CHP is down)."""
+the hub's bind_url (so they work while CHP is down). The token's scopes are listed, each
+with the call that needs it, in hubconfig.SERVICE_SCOPE_USES; user and server names are
+always quoted whole into paths."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -91,5 +94,11 @@ class HubAPI:
         return out
 
     async def stop_server(self, user: str, name: str = "") -> None:
-        path = f"users/{user}/servers/{name}" if name else f"users/{user}/server"
-        await self._call("DELETE", path)
+        await self._call("DELETE", server_path(user, name))
+
+
+def server_path(user: str, name: str = "") -> str:
+    """The API path of USER's server NAME, each name quoted whole: a name holding "/",
+    "?", "#" or ".." cannot reach another user's server or another endpoint."""
+    u = quote(user, safe="")
+    return f"users/{u}/servers/{quote(name, safe='')}" if name else f"users/{u}/server"

@@ -14,21 +14,31 @@ import os
 from pathlib import Path
 
 from .config import Config
+from .hublog import FIFO_NAME
 from .secrets import SecretFiles
 
 SERVICE_NAME = "hubsvc"
-# What hubsvc does through the hub's API: re-sync routes (proxy), compare running
-# servers with CHP's table (list/read users and servers), stop servers on a full stop,
-# and mint short-lived tokens for `hubsvc probe-spawn`.
-SERVICE_SCOPES = [
-    "proxy",
-    "list:users",
-    "read:users",
-    "read:servers",
-    "admin:servers",
-    "tokens",
-    "access:servers",
-]
+# Every scope hubsvc's own service token holds, each for a call hubsvc makes (JupyterHub
+# 6.1.1 scope names; README "Security" lists them for admins). Nothing broader:
+# `admin:servers`, `admin:users` or `admin:auth_state` are not needed by any call.
+SERVICE_SCOPE_USES: dict[str, str] = {
+    "proxy": "POST /hub/api/proxy: make the hub push every route to CHP after CHP restarts "
+             "or drifts",
+    "list:users": "GET /hub/api/users?state=...: enumerate users with running servers "
+                  "(route drift, stop at shutdown, Slurm jobs in status)",
+    "read:users": "GET /hub/api/users/NAME: the user model probe-spawn starts from",
+    "read:servers": "the `servers` field in those user models (ready, pending, url) and "
+                    "the spawn progress stream probe-spawn follows",
+    "admin:server_state": "the spawner state in server models: the Slurm job id that "
+                          "`hubsvc status` shows for batch servers",
+    "servers": "POST/DELETE /hub/api/users/NAME/server: stop users' servers when hubsvc "
+               "stops them, start the probe user's server in probe-spawn",
+    "tokens": "POST/DELETE /hub/api/users/NAME/tokens: probe-spawn's short-lived token for "
+              "the user it walks, deleted when the walk ends",
+    "access:servers": "lets the token probe-spawn mints reach that user's server (a token "
+                      "cannot carry a scope its issuer lacks)",
+}
+SERVICE_SCOPES = list(SERVICE_SCOPE_USES)
 GENERATED_NAME = "jupyterhub_config.py"
 OVERRIDES_NAME = "admin_overrides.json"
 
@@ -125,6 +135,7 @@ class _QuietHubsvcPolls(_logging.Filter):
 
 _logging.getLogger("JupyterHub").addFilter(_QuietHubsvcPolls())
 
+{hub_log_block}
 # 5. What the hub logs through syslog() itself (PAM's "authentication failure" …) is
 #    attributed to the hub, not to "python".
 import syslog as _syslog
@@ -144,6 +155,88 @@ def _hsts(cfg: Config) -> str:
     return hsts_value(cfg)
 
 
+# The hub's own log stream (hublog.py): its log handlers and sys.stderr write each line
+# to the FIFO that only hubsvc reads (close-on-exec: never inherited by a user's server)
+# and still to the hub's real stderr, so the journal or the output file keeps the log.
+# A full FIFO (hubsvc stalled) or a missing reader drops the line: the hub never blocks
+# on hubsvc. A cookie secret file emptied after hubsvc checked it stops the hub here.
+_HUB_LOG_BLOCK = '''
+# 4b. The hub's own log goes to a stream only this process writes (see hubsvc/hublog.py).
+import io as _io
+import logging as _logging2
+import sys as _sys
+
+if len(_secret(_H["cookie_secret_file"])) < 32:
+    raise SystemExit("hubsvc: " + _H["cookie_secret_file"] + " is empty or short; remove it "
+                     "and restart hubsvc, which creates a fresh one")
+
+
+class _HubsvcLog(_io.TextIOBase):
+    def __init__(self, fd, copy):
+        self._fd, self._copy, self._buf, self.dropped = fd, copy, "", 0
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._copy.fileno()
+
+    def write(self, s):
+        self._buf += s
+        *lines, self._buf = self._buf.split("\\n")
+        if len(self._buf) > 4000:
+            lines.append(self._buf)
+            self._buf = ""
+        for line in lines:
+            data = line.encode("utf-8", "replace")[:4000] + b"\\n"
+            try:
+                _os.write(self._fd, data)  # <= PIPE_BUF: all or nothing
+            except OSError:
+                self.dropped += 1
+        if lines:
+            try:
+                self._copy.write("\\n".join(lines) + "\\n")
+                self._copy.flush()
+            except (OSError, ValueError):
+                pass
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def _hubsvc_log_stream():
+    try:
+        fd = _os.open(_H["hub_log_fifo"], _os.O_WRONLY | _os.O_NONBLOCK | _os.O_CLOEXEC)
+    except OSError:
+        return None  # no reader (hubsvc is not running this hub): stderr only
+    stream = _HubsvcLog(fd, _sys.stderr)
+    _sys.stderr = stream  # handlers (re)configured later resolve ext://sys.stderr to it
+    for _lg in [_logging2.getLogger()] + [
+        _l for _l in _logging2.Logger.manager.loggerDict.values()
+        if isinstance(_l, _logging2.Logger)
+    ]:
+        for _h in _lg.handlers:
+            if type(_h) is _logging2.StreamHandler:
+                _h.setStream(stream)
+    return stream
+
+
+_hubsvc_log = _hubsvc_log_stream()
+'''
+
+
+def hub_log_block() -> str:
+    return _HUB_LOG_BLOCK
+
+
 def render(cfg: Config, secrets: SecretFiles) -> str:
     rt = cfg.paths.runtime_dir
     settings = {
@@ -161,10 +254,12 @@ def render(cfg: Config, secrets: SecretFiles) -> str:
         "hsts": _hsts(cfg),
         "db_url": "sqlite:///" + str(cfg.paths.state_dir / "jupyterhub.sqlite"),
         "overrides_file": str(rt / OVERRIDES_NAME),
+        "hub_log_fifo": str(rt / FIFO_NAME),
     }
     return _TEMPLATE.format(
         settings=json.dumps(settings, indent=1),
         admin_file_comment=settings["admin_file"] or "a file named by [hub] config_file",
+        hub_log_block=hub_log_block(),
     )
 
 

@@ -1,25 +1,36 @@
 """Where a component's stdout and stderr go. One sink per component, created once and
-handed to every incarnation of it (and so inherited by the hub's users' servers).
+handed to every incarnation of it — and so inherited by every server the hub spawns
+(LocalProcessSpawner passes the hub's own stdout/stderr on). Users' servers must keep a
+working output when hubsvc itself dies (kill -9), so the hub's sink never depends on
+hubsvc staying alive:
 
-- Under systemd: a stream connection to journald of the component's own
-  (SYSLOG_IDENTIFIER=hubsvc-proxy / hubsvc-hub). journald reads it whatever hubsvc does,
-  so a stalled or restarted supervisor never blocks a child or a user's server.
-- Elsewhere: a pipe hubsvc reads in its event loop; each line becomes a log event with
-  the component's name, and the last lines are kept to explain a failed start.
+- "journal": a stream connection to journald of the component's own
+  (SYSLOG_IDENTIFIER=hubsvc-proxy / hubsvc-hub). journald reads it whatever hubsvc does.
+- "file:DIR": the hub writes to DIR/hub-output.log (0600, appended, rotated once at
+  start past ROTATE_BYTES). Used in the foreground, where there is no journal.
+- "pipe": a pipe hubsvc reads in its event loop, each line a log event with the
+  component's name. Only for CHP, which inherits it to nobody and dies with hubsvc.
+- "unit": the component is a systemd unit that writes to the journal itself.
+
+Nothing read from these sinks is trusted for decisions: a user's server can write
+anything to them. The hub's own log reaches hubsvc through hublog.py instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
 JOURNAL_STDOUT = "/run/systemd/journal/stdout"
+ROTATE_BYTES = 50 * 1024 * 1024
 _log = structlog.get_logger("hubsvc.child")
 
 # JupyterHub: "[E 2026-…"; CHP: "12:00:00.000 [ConfigProxy] error: …"
@@ -48,14 +59,18 @@ class Sink:
         self._read_fd = -1
         self._buf = b""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.path: Path | None = None
 
     def open(self, loop: asyncio.AbstractEventLoop, mode: str) -> None:
-        """mode: "pipe", "journal" (a journald stream of our own), or "unit" (the
-        component runs as a systemd unit that writes to the journal itself)."""
+        """mode: "pipe", "journal", "file:DIR" or "unit" (see the module's docstring).
+        "file:DIR" applies to the hub only: CHP's output stays a pipe."""
         if mode == "unit":
             self.kind = "unit"
             return
         if mode == "journal" and self._open_journal():
+            return
+        if mode.startswith("file:") and self.component == "hub":
+            self._open_file(Path(mode[len("file:"):]))
             return
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(r, False)
@@ -75,6 +90,16 @@ class Sink:
             return False
         self.fd, self.kind = s.detach(), "journal"
         return True
+
+    def _open_file(self, folder: Path) -> None:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"{self.component}-output.log"
+        with contextlib.suppress(OSError):
+            if path.stat().st_size > ROTATE_BYTES:
+                os.replace(path, path.with_name(path.name + ".1"))
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                          | os.O_NOFOLLOW, 0o600)
+        self.path, self.kind = path, "file"
 
     def _on_readable(self) -> None:
         try:
@@ -98,6 +123,8 @@ class Sink:
                 consume(self.component, line)
 
     def last_lines(self, n: int = 8) -> list[str]:
+        if self.kind == "file" and self.path is not None:
+            return _file_tail(self.path, n)
         return list(self.tail)[-n:]
 
     def close(self) -> None:
@@ -110,3 +137,17 @@ class Sink:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _file_tail(path: Path, n: int) -> list[str]:
+    """The last `n` lines of `path` (reads at most the last 16 KiB)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            data = f.read()
+    except OSError:
+        return []
+    lines = [_ANSI.sub("", ln.decode("utf-8", "replace")).rstrip("\r")
+             for ln in data.split(b"\n")]
+    return [ln for ln in lines if ln][-n:]

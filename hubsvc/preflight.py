@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -40,16 +41,37 @@ def _dir_problem(field: str, path: Path, mode: int) -> Problem | None:
     return None
 
 
+def _ownership_problem(field: str, path: Path) -> Problem | None:
+    """A state or runtime folder another account owns or may write to is refused: whoever
+    can write there can replace the secrets, the hub database or status.json."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return Problem(field, f"{path} cannot be examined: {e.strerror}", "choose another path")
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        return Problem(field, f"{path} is owned by uid {st.st_uid}, not by uid {uid} that "
+                       "runs hubsvc: that account could replace hubsvc's secrets and state",
+                       f"chown {uid} {path} (if it is meant for hubsvc), or choose another path")
+    if stat.S_IMODE(st.st_mode) & 0o022:
+        return Problem(field, f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: other "
+                       "accounts can create or replace files in it",
+                       f"chmod go-w {path}")
+    return None
+
+
 def _problem(f: doctor.Finding) -> Problem:
     return Problem(f.id, f.what, f.fix, evidence=f.evidence)
 
 
 def ensure_dirs(cfg: Config) -> list[Problem]:
-    found = [
-        _dir_problem("paths.state_dir", cfg.paths.state_dir, 0o700),
-        _dir_problem("paths.runtime_dir", cfg.paths.runtime_dir, 0o755),
-    ]
-    return [p for p in found if p is not None]
+    out: list[Problem] = []
+    for field, path, mode in (("paths.state_dir", cfg.paths.state_dir, 0o700),
+                              ("paths.runtime_dir", cfg.paths.runtime_dir, 0o755)):
+        p = _dir_problem(field, path, mode) or _ownership_problem(field, path)
+        if p is not None:
+            out.append(p)
+    return out
 
 
 def static_problems(cfg: Config) -> list[Problem]:

@@ -16,11 +16,36 @@ FILE = "status.json"
 COMPONENT_STATES = ("starting", "ready", "restarting", "backoff", "stopping", "stopped", "failed")
 
 
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with
+    the pid, it names one process for the life of the machine, as a pid alone does not."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ")"
+    fields = raw.rsplit(")", 1)[1].split()
+    try:
+        return int(fields[19])  # fields[0] is field 3 (state), so field 22 is fields[19]
+    except (IndexError, ValueError):
+        return None
+
+
 def write(runtime_dir: Path, doc: dict[str, Any]) -> None:
+    """Atomically replace status.json (0644: `hubsvc status` works for every account; it
+    holds no secret). The writer's start time goes with its pid."""
     doc = {**doc, "updated_at": time.time()}
+    if doc.get("pid") == os.getpid():
+        doc["pid_start_time"] = process_start_time(os.getpid())
+    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
     tmp = runtime_dir / f".{FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o644)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
     os.replace(tmp, runtime_dir / FILE)
 
 
@@ -31,13 +56,18 @@ def read(runtime_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def pid_is_supervisor(pid: int) -> bool:
-    """True when `pid` is alive and is a hubsvc process (not a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+def pid_is_supervisor(pid: int, start_time: int | None) -> bool:
+    """True when the process that wrote the status file is still running: same pid and
+    same start time. A pid reused by any other process (even another hubsvc) differs in
+    start time; a file without a start time is not trusted."""
+    if not isinstance(pid, int) or not isinstance(start_time, int):
         return False
-    return b"hubsvc" in cmdline
+    return process_start_time(pid) == start_time
+
+
+def supervisor_running(doc: dict[str, Any]) -> bool:
+    """`doc` (status.json) was written by a supervisor that still runs."""
+    return pid_is_supervisor(doc.get("pid"), doc.get("pid_start_time"))  # type: ignore[arg-type]
 
 
 def add_unit_views(doc: dict[str, Any]) -> None:

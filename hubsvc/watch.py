@@ -1,22 +1,23 @@
-"""The supervisor's passive watch, run while everything is ready (issue 4 §2):
+"""The supervisor's passive watch, run while everything is ready:
 
 - route drift: every health interval, the hub's running servers vs CHP's table (neither
   program logs these reads: CHP runs at warn level, and the generated hub config filters
   hubsvc's successful GETs out of the hub's log); drift is repaired at once (the hub
   re-syncs) and logged as one `route_drift` event per drift;
-- redirect loops: the hub's "Redirect loop detected" lines become one `redirect_loop`
-  warning per user and episode (routewatch.LoopWatch), shown in `hubsvc status`;
+- redirect loops: read from the hub's own log stream (hublog.HubLog: a FIFO only the hub
+  process writes, never the output users' servers share) — the hub's "Redirect loop
+  detected" lines (loopwatch.LoopWatch) and cycles of hub redirects in its access log
+  (loopwatch.AccessLoops) become one `redirect_loop` warning per user and episode, shown
+  in `hubsvc status`;
 - the optional synthetic probe ([probe] in hubsvc.toml), its last verdict in status.
 
-Under systemd the hub writes to journald directly, so its lines are read back with
-`journalctl --follow` (a child of hubsvc whose pipe hubsvc alone reads).
+The watch has its own HTTP connection pool: nothing it does can queue in front of the
+supervisor's liveness probes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 import time
 from collections import deque
 from typing import Any
@@ -24,8 +25,9 @@ from typing import Any
 import httpx
 import structlog
 
-from . import probes, routewatch
+from . import loopwatch, probes, routewatch
 from .config import Config
+from .hublog import HubLog
 from .supervisor import Supervisor
 
 log = structlog.get_logger("hubsvc")
@@ -33,15 +35,19 @@ KEEP_EPISODES = 10
 
 
 class Watch:
-    def __init__(self, sup: Supervisor, client: httpx.AsyncClient, hub_token: str):
+    def __init__(self, sup: Supervisor, client: httpx.AsyncClient | None, hub_token: str):
         self.sup = sup
-        self.client = client
+        # `client` is accepted for callers that pass one; the watch uses a pool of its own
+        self.client = probes.new_client()
         self.hub_token = hub_token
-        self.loops = routewatch.LoopWatch()
+        self.loops = loopwatch.LoopWatch()
+        self.access = loopwatch.AccessLoops(base_path=sup.cfg.public.path)
         self.episodes: deque[dict[str, Any]] = deque(maxlen=KEEP_EPISODES)
+        self.hub_log = HubLog(sup.cfg.paths.runtime_dir, relay=False)
+        self._refining = False
+        self._silence_reported = False
         # the first probe one interval (at most 30 s) after start: let a fresh start settle
         self._next_probe = time.monotonic() + min(sup.cfg.probe.interval_s, 30.0)
-        self._journal: asyncio.subprocess.Process | None = None
 
     @property
     def cfg(self) -> Config:
@@ -52,30 +58,44 @@ class Watch:
         self.sup.periodic.append(self.tick)
         self.sup.on_start.append(self._on_start)
         self.sup.on_stop.append(self.stop)
-        hub = self.sup.by_name["hub"]
-        hub.sink.consumers.append(lambda _component, line: self.feed(line))
+        self.hub_log.consumers.append(self.feed)
 
     async def _on_start(self) -> None:
-        if self.sup.by_name["hub"].sink.kind in ("journal", "unit"):
-            await self.start_journal_reader()
+        hub = self.sup.by_name["hub"]
+        # relay the hub's log as hubsvc's own only where its copy goes to a file nobody
+        # watches (the foreground); the journal already holds it otherwise
+        self.hub_log.relay = hub.sink.kind in ("file", "pipe", "none")
+        try:
+            self.hub_log.open(asyncio.get_running_loop())
+        except OSError as e:
+            log.warning("loop_watch_unavailable", reason=f"cannot create the hub's log stream "
+                        f"{self.hub_log.path}: {e}")
 
-    # ---- redirect loops from the hub's log -----------------------------------------
+    # ---- redirect loops from the hub's own log -------------------------------------
     def feed(self, line: str) -> None:
         ep = self.loops.feed(line)
         if ep is not None:
             self._episode_ended(ep)
+        ep = self.access.feed(line)
+        if ep is not None:
+            self._report(ep)
 
-    def _episode_ended(self, ep: routewatch.Episode) -> None:
-        if ep.cause == "missing_route":
+    def _episode_ended(self, ep: loopwatch.Episode) -> None:
+        if ep.cause == "missing_route" and not self._refining:
             # The hub saw /user/NAME/ requests. If CHP does route that user, they did not
-            # come through CHP at all: someone uses the hub's private address.
+            # come through CHP at all: someone uses the hub's private address. One check
+            # at a time: a burst of episodes must not become a burst of requests.
+            self._refining = True
             asyncio.get_running_loop().create_task(self._refine_and_report(ep))
             return
         self._report(ep)
 
-    async def _refine_and_report(self, ep: routewatch.Episode) -> None:
-        table = await probes.routes(self.client, self.cfg, self.sup.proxy_token,
-                                    self.cfg.health.timeout_s)
+    async def _refine_and_report(self, ep: loopwatch.Episode) -> None:
+        try:
+            table = await probes.routes(self.client, self.cfg, self.sup.proxy_token,
+                                        self.cfg.health.timeout_s)
+        finally:
+            self._refining = False
         spec = f"{self.cfg.public.path}user/{ep.user}"
         route = (table or {}).get(spec)
         if isinstance(route, dict) and route.get("user") == ep.user:
@@ -86,7 +106,7 @@ class Watch:
                          f"private address {self.cfg.hub.bind_url}")
         self._report(ep)
 
-    def _report(self, ep: routewatch.Episode) -> None:
+    def _report(self, ep: loopwatch.Episode) -> None:
         ev = ep.event()
         event = ev.pop("event")
         log.warning(event, **ev)
@@ -97,32 +117,12 @@ class Watch:
         self.sup.extra_status["redirect_loops"] = list(self.episodes) + self.loops.snapshot()
         self.sup.publish()
 
-    async def start_journal_reader(self) -> None:
-        """Under systemd the hub's output goes to journald: follow it from now on."""
-        journalctl = shutil.which("journalctl")
-        if journalctl is None:
-            log.warning("loop_watch_unavailable", reason="journalctl not found")
-            return
-        self._journal = await asyncio.create_subprocess_exec(
-            journalctl, "--follow", "--lines=0", "--output=cat", "--quiet",
-            "SYSLOG_IDENTIFIER=hubsvc-hub",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-        )
-        asyncio.get_running_loop().create_task(self._read_journal(self._journal))
-
-    async def _read_journal(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while True:
-            raw = await proc.stdout.readline()
-            if not raw:
-                return
-            self.feed(raw.decode("utf-8", "replace").rstrip("\n"))
-
     def stop(self) -> None:
-        if self._journal is not None and self._journal.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._journal.kill()
+        self.hub_log.close()
+        try:
+            asyncio.get_running_loop().create_task(self.client.aclose())
+        except RuntimeError:
+            pass
 
     # ---- every health interval --------------------------------------------------------
     async def check_routes(self) -> None:
@@ -141,10 +141,25 @@ class Watch:
         ended = self.loops.expire()
         for ep in ended:
             self._episode_ended(ep)
+        self.access.expire()
+        self.hub_log.report_drops()
+        self._check_hub_log_alive()
         p = self.cfg.probe
         if p.enabled and time.monotonic() >= self._next_probe:
             self._next_probe = time.monotonic() + p.interval_s
             await self._probe()
+
+    def _check_hub_log_alive(self) -> None:
+        """A ready hub has written its start-up lines: none on the stream means the hub
+        could not open it (an admin's JupyterHub config replacing sys.stderr, a unit
+        sandbox hiding runtime_dir) and the loop watch is blind. Say so once."""
+        if self._silence_reported or self.hub_log.lines:
+            return
+        if self.sup.by_name["hub"].state == "ready":
+            self._silence_reported = True
+            log.warning("loop_watch_unavailable", path=str(self.hub_log.path),
+                        reason="the hub wrote nothing to its log stream since it became "
+                               "ready: redirect loops will not be reported")
 
     async def _probe(self) -> None:
         from . import redirects

@@ -285,7 +285,7 @@ class Instance:
         """Create `user`, start its server, wait until the hub says it is ready."""
         r = self.api_call("POST", f"users/{user}")
         assert r.status_code in (201, 409), r.text
-        r = self.api_call("POST", f"users/{user}/server")
+        r = self.api_call("POST", f"users/{user}/server", timeout=60)
         assert r.status_code in (201, 202, 400), r.text
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

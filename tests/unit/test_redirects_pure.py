@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hubsvc.loopwatch import LoopWatch
 from hubsvc.redirects import (
     Facts,
     Hop,
@@ -13,7 +14,7 @@ from hubsvc.redirects import (
     diagnose,
     normalize_url,
 )
-from hubsvc.routewatch import Drift, LoopWatch, Server, compare
+from hubsvc.routewatch import Drift, Server, compare
 
 pytestmark = pytest.mark.unit
 
