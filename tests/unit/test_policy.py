@@ -31,3 +31,18 @@ def test_failures_outside_window_are_forgotten_and_backoff_resets() -> None:
 def test_zero_budget_gives_up_at_first_failure() -> None:
     t = RestartTracker(Restart(max_restarts=0))
     assert t.decide(0).give_up
+
+
+def test_total_budget_gives_up_when_components_fail_in_turn() -> None:
+    from hubsvc.policy import decide
+
+    pol = Restart(max_restarts=3, max_restarts_total=4, window_s=60)
+    proxy, hub, total = RestartTracker(pol), RestartTracker(pol), RestartTracker(pol, total=True)
+    out = [decide(proxy if i % 2 else hub, total, float(i)) for i in range(5)]
+    assert [d.give_up for d in out] == [False, False, False, False, True]
+    assert out[-1].scope == "total" and out[-1].budget == 4 and out[-1].attempt == 5
+
+
+def test_total_budget_defaults_to_twice_max_restarts() -> None:
+    assert Restart(max_restarts=5).total_budget == 10
+    assert Restart(max_restarts=5, max_restarts_total=7).total_budget == 7
