@@ -232,6 +232,7 @@ class Supervisor:
         self._reload_requests = 0  # SIGHUPs not yet taken up by a reload
         self._reload_seq = 0
         self._last_good: dict[str, tuple[Config, str | None]] = {}
+        self.poll_s = POLL_S
         self._wedged = False
         self._admin_text: str | None = None  # after a rollback: the admin's file as last good
         self._admin_pinned = False
@@ -425,9 +426,10 @@ class Supervisor:
             comp.handle = handle
             log.info("component_started", component=comp.name, pid=handle.pid, argv=comp.spec.argv)
             self._watch_exit(comp)
+            self.publish()
             return
         if gen != comp.gen:
-            log.debug("stale_event", component=comp.name, event=kind, gen=gen, current=comp.gen)
+            log.debug("stale_event", component=comp.name, kind=kind, gen=gen, current=comp.gen)
             return
         if kind == "ready":
             if comp.phase is Phase.STARTING:
@@ -652,7 +654,7 @@ class Supervisor:
                            f"{what} within {spec.start_timeout_s:g}s (last check: {res.detail})"
                            + self._tail(comp), True)
                 return
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(self.poll_s)
 
     async def _bounded_probe(self, probe: Callable[[], Awaitable[probes.Result]]) -> probes.Result:
         t = self.cfg.health.timeout_s
@@ -696,7 +698,7 @@ class Supervisor:
                 return
             if not synced and self._now() - t0 >= CHAIN_SYNC_AFTER_S:
                 synced = await self._sync_routes(t0)
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(self.poll_s)
 
     async def _sync_routes(self, t0: float) -> bool:
         try:
