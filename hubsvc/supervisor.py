@@ -48,7 +48,8 @@ log = structlog.get_logger("hubsvc")
 POLL_S = 0.05  # readiness polling while a component starts (cheap loopback requests)
 CHAIN_SYNC_AFTER_S = 2.0  # ask the hub to sync routes when its route is this late
 KILL_WAIT_S = 5.0  # after SIGKILL: how long an exit may take to be reported
-LAUNCHER_CALL_S = 30.0  # adopt(), keep_on_stop(), signals through a launcher
+LAUNCHER_CALL_S = 30.0  # keep_on_stop() and other calls into a launcher
+ADOPT_S = 8.0  # adopt(): well inside any WatchdogSec (the loop does not run yet)
 OVERRUN_GRACE_S = 10.0  # a task this far past its own bound means the loop is wedged
 
 
@@ -337,8 +338,9 @@ class Supervisor:
         if adopt is None:
             return
         for c in self.components:
+            self.notify.watchdog()
             try:
-                handle = await asyncio.wait_for(adopt(c.spec, c.sink), LAUNCHER_CALL_S)
+                handle = await asyncio.wait_for(adopt(c.spec, c.sink), ADOPT_S)
             except Exception as e:  # a failed adoption only means a fresh start
                 log.warning("adopt_failed", component=c.name, error=f"{type(e).__name__}: {e}")
                 continue
@@ -986,11 +988,12 @@ class Supervisor:
                          reason="the service restarts; it keeps running for the next supervisor")
                 c.state = State.STOPPED
                 continue
+            failed = c.state is State.FAILED
             self._set(c, State.STOPPING, f"stopping {c.name}")
             if c.name == "hub" and not self.keep_user_servers:
                 await self._stop_user_servers()
             await self._terminate(c, c.handle)
-            c.state = State.STOPPED if c.state is not State.FAILED else c.state
+            c.state = State.FAILED if failed else State.STOPPED
         if self.state != "failed":
             self.state = "stopped"
         self.publish()
