@@ -289,7 +289,7 @@ class Supervisor:
         try:
             self.publish("starting")
             for hook in self.on_start:
-                await hook()
+                await asyncio.wait_for(hook(), LAUNCHER_CALL_S)
             await self._adopt_all()
             self._brought_up = True
             await self._loop()

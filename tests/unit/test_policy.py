@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from hubsvc.config import Restart
 from hubsvc.policy import RestartTracker
 
@@ -46,3 +50,14 @@ def test_total_budget_gives_up_when_components_fail_in_turn() -> None:
 def test_total_budget_defaults_to_twice_max_restarts() -> None:
     assert Restart(max_restarts=5).total_budget == 10
     assert Restart(max_restarts=5, max_restarts_total=7).total_budget == 7
+
+
+def test_total_budget_below_component_budget_is_refused_naming_the_field(tmp_path: Path) -> None:
+    from hubsvc import config
+
+    f = tmp_path / "hubsvc.toml"
+    f.write_text("[restart]\nmax_restarts = 5\nmax_restarts_total = 3\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f)
+    text = str(e.value)
+    assert "restart" in text and "max_restarts_total (3) is below max_restarts (5)" in text
