@@ -708,6 +708,8 @@ class Supervisor:
                                          self.cfg.health.timeout_s * 4 + 5)
         except TimeoutError:
             got = "no answer"
+        except Exception as e:  # a failed sync only delays readiness; the chain decides
+            got = f"{type(e).__name__}: {e}"
         if isinstance(got, str):
             log.warning("route_sync_failed", component="hub", reason=got)
             return False
