@@ -100,7 +100,7 @@ async def drive(sim: Sim, faults: list[Fault]) -> Outcome:
     last = t0 + max((f.at for f in faults), default=0.0)
     ok = False
     while loop.time() < last + SETTLE_S and not runner.done():
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)
         if loop.time() > last and converged(sim) and sim.sup._reload is None \
                 and not sim.sup._reload_requests:
             ok = True
