@@ -115,7 +115,8 @@ def test_reload_command_waits_for_its_outcome(hubsvc: Instance) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and "applied; restarted: nothing" in r.stdout, r.stderr
     good = hubsvc.config.read_text()
-    hubsvc.config.write_text(good + "[restart]\nmax_restarts_total = 1\n")
+    hubsvc.overrides = {"restart": {"max_restarts_total": 1}}
+    hubsvc.config.write_text(hubsvc.toml())
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     finally:
