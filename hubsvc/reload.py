@@ -105,7 +105,9 @@ def _report(lr: dict[str, Any], out: TextIO, err: TextIO) -> int:
               file=err)
         for p in lr.get("problems") or [lr.get("reason")]:
             print(f"  {p}", file=err)
-    else:
+    elif outcome == "rolled_back":
         print(f"reload {lr.get('id')}: rolled back to the previous configuration: "
               f"{lr.get('reason')}", file=err)
+    else:
+        print(f"reload {lr.get('id')}: {outcome}: {lr.get('reason')}", file=err)
     return EX_FAIL

@@ -959,8 +959,10 @@ class Supervisor:
         log.info("stopping", keep_user_servers=self.keep_user_servers)
         if self._chain is not None:
             self._chain.cancel()
-        if self._reload is not None and self._reload.task is not None:
-            self._reload.task.cancel()
+        if self._reload is not None:
+            if self._reload.task is not None:
+                self._reload.task.cancel()
+            self._end_reload(self._reload, "interrupted", reason="hubsvc stopped during the reload")
         in_flight = []
         for c in self.components:
             for task in (c.action, c.probe):

@@ -166,7 +166,9 @@ def check(sim: Sim, out: Outcome) -> None:
     # systemd saw every reload: RELOADING=1, then READY=1 once it was applied, refused or
     # rolled back (plus the one READY=1 of the bring-up)
     finished = {d["last_reload"]["id"] for d in sim.docs
-                if d.get("last_reload", {}).get("outcome") not in (None, "in_progress")}
+                if d.get("last_reload", {}).get("outcome") not in (None, "in_progress", "interrupted")}
+    # no reload is left "in progress" once hubsvc has stopped
+    assert final.get("last_reload", {}).get("outcome") != "in_progress"
     assert len(finished) <= sim.notifier.count("RELOADING=1")
     assert sim.notifier.count("READY=1") == min(1, len(events(out, "ready"))) + len(finished)
 
