@@ -211,6 +211,7 @@ def effective(cfg: Config) -> dict[str, Any]:
     proxy_cmd = resolve_command(cfg.proxy.command, base)
     hub_cmd = resolve_command(cfg.hub.command, base)
     doc = cfg.model_dump(mode="json")
+    doc["restart"]["max_restarts_total"] = cfg.restart.total_budget  # the effective budget
     doc["source"] = str(cfg.source)
     doc["resolved"] = {
         "proxy.command": str(proxy_cmd) if proxy_cmd else None,
