@@ -431,7 +431,7 @@ class Supervisor:
             self.publish()
             return
         if gen != comp.gen:
-            log.debug("stale_event", component=comp.name, kind=kind, gen=gen, current=comp.gen)
+            log.info("stale_event", component=comp.name, kind=kind, gen=gen, current=comp.gen)
             return
         if kind == "ready":
             if comp.phase is Phase.STARTING:
