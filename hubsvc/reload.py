@@ -63,8 +63,8 @@ def request(runtime_dir: Path, timeout: float, out: TextIO = sys.stdout,
     in time, 3 no supervisor running."""
     doc = status.read(runtime_dir)
     pid = doc.get("pid") if doc else None
-    if (not isinstance(pid, int) or not status.pid_is_supervisor(pid)
-            or doc.get("state") in ("stopped", "failed")):  # type: ignore[union-attr]
+    if (not isinstance(pid, int) or not doc or not _is_supervisor(doc)
+            or doc.get("state") in ("stopped", "failed")):
         print(f"hubsvc reload: no running supervisor (status file {runtime_dir / status.FILE})",
               file=err)
         return EX_NOT_RUNNING
@@ -85,12 +85,21 @@ def request(runtime_dir: Path, timeout: float, out: TextIO = sys.stdout,
         if (isinstance(lr.get("started_at"), int | float) and lr["started_at"] >= sent_at
                 and lr.get("outcome") not in (None, "in_progress")):
             return _report(lr, out, err)
-        if not status.pid_is_supervisor(pid):
+        if doc.get("pid") == pid and not _is_supervisor(doc):
             print(f"hubsvc reload: the supervisor (pid {pid}) exited during the reload", file=err)
             return EX_NOT_RUNNING
         time.sleep(0.1)
     print(f"hubsvc reload: no outcome within {timeout:g}s (see `hubsvc status`)", file=err)
     return EX_FAIL
+
+
+def _is_supervisor(doc: dict[str, Any]) -> bool:
+    """The process that wrote status.json still runs: by pid and start time where the
+    status file records it (a reused pid is not the supervisor), else by pid and name."""
+    check = getattr(status, "supervisor_running", None)
+    if check is not None:
+        return bool(check(doc))
+    return status.pid_is_supervisor(doc["pid"])  # type: ignore[call-arg]
 
 
 def _report(lr: dict[str, Any], out: TextIO, err: TextIO) -> int:

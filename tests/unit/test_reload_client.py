@@ -17,6 +17,8 @@ STANDIN = r'''
 import json, os, signal, sys, time
 run, outcome = sys.argv[1], sys.argv[2]
 def write(doc):
+    # what status.write records next to the pid: this process's start time
+    doc["pid_start_time"] = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
     tmp = os.path.join(run, ".s.tmp")
     with open(tmp, "w") as f:
         json.dump(doc, f)
@@ -74,7 +76,8 @@ def test_no_supervisor_is_exit_3(tmp_path: Path) -> None:
 
 def test_no_outcome_in_time_is_exit_1(tmp_path: Path) -> None:
     p = subprocess.Popen(["hubsvc", "-c", "import signal, time, json, os, sys\n"
-                          "json.dump({'pid': os.getpid(), 'state': 'running'}, "
+                          "st = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+                          "json.dump({'pid': os.getpid(), 'state': 'running', 'pid_start_time': st}, "
                           "open(os.path.join(sys.argv[1], 'status.json'), 'w'))\n"
                           "signal.signal(signal.SIGHUP, lambda *a: None)\nprint('ready', flush=True)\n"
                           "time.sleep(60)", str(tmp_path)], executable=sys.executable,
