@@ -1,4 +1,4 @@
-"""Command line: `hubsvc run | check-config | status | probe-spawn | doctor`. Thin: each
+"""Command line: `hubsvc run | check-config | status | reload | probe-spawn | doctor`. Thin: each
 subcommand parses its arguments and calls the module that does the work."""
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             return [components.proxy_spec(c, files, probe_client),
                     components.hub_spec(c, generated, probe_client)]
 
-        def reload() -> tuple[Config, list[components.ComponentSpec]]:
+        async def reload() -> tuple[Config, list[components.ComponentSpec]]:
+            """Validate everything before anything is touched; then render the new specs."""
+            from .reload import check_admin_config
+
             new = config.load(cfg.source)
             problems = preflight.static_problems(new)
             if new.paths != cfg.paths:
@@ -144,9 +147,26 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                 secrets_mod.check(new.paths.state_dir)
             except secrets_mod.SecretRefused as e:
                 problems.append(Problem("paths.state_dir", f"{e.path} {e.message}", e.fix))
+            if not problems:
+                # the hub's own Python loads the admin's file in a child (seconds): off the loop
+                admin = await asyncio.to_thread(check_admin_config, new)
+                if admin is not None:
+                    problems.append(admin)
             if problems:
                 raise ConfigError(problems)
             return new, build(new)
+
+        def rollback(old: Config, admin_text: str | None) -> list[components.ComponentSpec]:
+            """The last good configuration again. The admin's file has changed since the
+            running hub read it, so the hub gets the text it last started with (a 0600
+            copy: it may hold secrets)."""
+            if admin_text is not None and old.hub.config_file is not None:
+                snap = old.paths.runtime_dir / "jupyterhub_config.last_good.py"
+                fd = os.open(snap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(admin_text)
+                old = old.model_copy(update={"hub": old.hub.model_copy(update={"config_file": snap})})
+            return build(old)
 
         if launcher_name == "systemd":
             from .launch.systemd import SystemdLauncher
@@ -168,6 +188,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             keep_user_servers=keep,
             output_mode=output,
             reloader=reload,
+            rollback=rollback,
         )
         sup.periodic.append(_overrides_reporter(cfg))
         from . import tls
@@ -207,6 +228,7 @@ def effective(cfg: Config) -> dict[str, Any]:
     proxy_cmd = resolve_command(cfg.proxy.command, base)
     hub_cmd = resolve_command(cfg.hub.command, base)
     doc = cfg.model_dump(mode="json")
+    doc["restart"]["max_restarts_total"] = cfg.restart.total_budget  # the effective budget
     doc["source"] = str(cfg.source)
     doc["resolved"] = {
         "proxy.command": str(proxy_cmd) if proxy_cmd else None,
@@ -278,6 +300,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+# ---- reload -------------------------------------------------------------------------
+def cmd_reload(args: argparse.Namespace) -> int:
+    from . import reload
+
+    if args.timeout <= 0:
+        print("hubsvc reload: --timeout must be more than 0 seconds", file=sys.stderr)
+        return EX_USAGE
+    # like `status`: the file being reloaded may be broken; the supervisor says why
+    try:
+        runtime_dir = config.load(args.config).paths.runtime_dir
+    except ConfigError:
+        runtime_dir = config.runtime_dir_hint(args.config)
+    return reload.request(runtime_dir, args.timeout)
+
+
 # ---- probe-spawn / doctor ---------------------------------------------------------------
 def cmd_probe_spawn(args: argparse.Namespace) -> int:
     from . import redirects
@@ -317,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", parents=[common], help="what the running supervisor reports")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+
+    rl = sub.add_parser("reload", parents=[common],
+                        help="re-read the config in the running supervisor and wait for the "
+                             "outcome (0 applied, 1 refused or rolled back, 3 not running)")
+    rl.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                    help="seconds to wait for the outcome (default 300)")
+    rl.set_defaults(func=cmd_reload)
 
     from . import redirects
 

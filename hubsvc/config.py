@@ -355,7 +355,13 @@ class Restart(_Section):
     backoff_initial_s: float = Field(0.1, ge=0, le=600)
     backoff_max_s: float = Field(10.0, ge=0, le=3600)
     max_restarts: int = Field(5, ge=0, le=1000)
+    # Restarts of proxy and hub together within window_s; unset: twice max_restarts.
+    max_restarts_total: int | None = Field(None, ge=0, le=2000)
     window_s: PositiveSeconds = 60.0
+
+    @property
+    def total_budget(self) -> int:
+        return self.max_restarts_total if self.max_restarts_total is not None else 2 * self.max_restarts
 
     @model_validator(mode="after")
     def _order(self) -> Restart:
@@ -363,6 +369,12 @@ class Restart(_Section):
             raise ValueError(
                 f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s "
                 f"({self.backoff_initial_s}); raise backoff_max_s"
+            )
+        if self.max_restarts_total is not None and self.max_restarts_total < self.max_restarts:
+            raise ValueError(
+                f"max_restarts_total ({self.max_restarts_total}) is below max_restarts "
+                f"({self.max_restarts}): one component could never use its own budget; "
+                "raise max_restarts_total or leave it unset (twice max_restarts)"
             )
         return self
 

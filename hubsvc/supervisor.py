@@ -1,10 +1,22 @@
-"""The supervisor: bring-up order, watch loop, restart decisions, ordered stop.
+"""The supervisor: a level-triggered reconcile loop over the components (proxy, hub).
 
     proxy ─ready─▶ hub ─ready─▶ chain proven (public URL → hub, hub route in CHP) ─▶ READY
 
-One restart authority: every failure (exit, or `failures_before_restart` failed liveness
-probes in a row) goes through one queue and is handled one at a time, under the restart
-policy. Stopping is the bring-up in reverse.
+Each component has a desired state (running, unless hubsvc stops) and an observed one
+(which process instance, did it exit, do its probes pass). One loop re-evaluates both
+components on every event and every tick and acts on what *is*, not on a backlog of what
+happened: any interleaving of faults converges.
+
+- Work that takes time (launching, probing, stopping, proving the chain, validating a
+  reload) runs in bounded tasks that only *report* events; only the loop changes state.
+- Every event names the process instance (generation) it is about; an event about an
+  instance already replaced is dropped (a late exit of an old hub never touches the new).
+- The order is a constraint, not a lock: the hub is started only while the proxy is
+  ready; a proxy failure seen while the hub starts is acted on at once, and the hub's
+  start is given up and retried once the proxy is back. A hub that is already ready
+  keeps running while the proxy is replaced (its routes are re-synced afterwards).
+- Giving up follows only the restart budget (policy.py), never a timeout.
+- The watchdog is fed by the loop itself and only while no task overran its bound.
 """
 
 from __future__ import annotations
@@ -12,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,12 +41,16 @@ from .hubapi import HubAPI, HubAPIError
 from .launch import Handle, Launcher
 from .notify import Notifier
 from .output import Sink
-from .policy import RestartTracker
+from .policy import RestartTracker, decide
 
 log = structlog.get_logger("hubsvc")
 
-POLL_S = 0.02  # readiness polling while a component starts (cheap loopback requests)
-CHAIN_TIMEOUT_S = 15.0
+POLL_S = 0.05  # readiness polling while a component starts (cheap loopback requests)
+CHAIN_SYNC_AFTER_S = 2.0  # ask the hub to sync routes when its route is this late
+KILL_WAIT_S = 5.0  # after SIGKILL: how long an exit may take to be reported
+LAUNCHER_CALL_S = 30.0  # keep_on_stop() and other calls into a launcher
+ADOPT_S = 8.0  # adopt(): well inside any WatchdogSec (the loop does not run yet)
+OVERRUN_GRACE_S = 10.0  # a task this far past its own bound means the loop is wedged
 
 
 class State(enum.StrEnum):
@@ -45,8 +63,14 @@ class State(enum.StrEnum):
     FAILED = "failed"
 
 
-class StartFailed(Exception):
-    pass
+class Phase(enum.Enum):
+    """What the loop knows about a component's process (finer than the published State)."""
+
+    DOWN = "down"  # no process; start when allowed and due
+    STARTING = "starting"  # launched or adopted, waiting for its readiness probe
+    UP = "up"  # ready; liveness probed every health interval
+    STOPPING = "stopping"  # being stopped (a restart, or a start given up)
+    FAILED = "failed"  # budget exhausted
 
 
 class GiveUp(Exception):
@@ -54,6 +78,36 @@ class GiveUp(Exception):
         super().__init__(f"{component}: {reason}")
         self.component = component
         self.reason = reason
+
+
+class Checks(Protocol):
+    """System-level checks beyond one component: the chain and route restore."""
+
+    async def chain(self, cfg: Config) -> probes.Result: ...
+
+    async def sync_routes(self, cfg: Config) -> tuple[int, int] | str: ...
+
+
+class HubChecks:
+    """The chain through the public URL and the route re-sync, against the real programs."""
+
+    def __init__(self, hub_api: HubAPI, proxy_token: str):
+        self.hub_api = hub_api
+        self.proxy_token = proxy_token
+
+    async def chain(self, cfg: Config) -> probes.Result:
+        return await probes.chain(self.hub_api.client, cfg, self.proxy_token, cfg.health.timeout_s)
+
+    async def sync_routes(self, cfg: Config) -> tuple[int, int] | str:
+        """Have the hub push its routing table into CHP now: (routes, user routes) or why not."""
+        try:
+            await self.hub_api.sync_proxy()
+        except HubAPIError as e:
+            return str(e)
+        table = await probes.routes(self.hub_api.client, cfg, self.proxy_token,
+                                    cfg.health.timeout_s) or {}
+        users = sum(1 for d in table.values() if isinstance(d, dict) and d.get("user"))
+        return len(table), users
 
 
 @dataclass
@@ -66,16 +120,35 @@ class Component:
     restarts: int = 0
     last_failure: str | None = None
     last_failure_at: float | None = None
-    monitor: asyncio.Task[None] | None = field(default=None, repr=False)
+    # --- observed and in-flight, owned by the loop ---
+    gen: int = 0  # process instance; every event names the one it is about
+    phase: Phase = Phase.DOWN
+    action: asyncio.Task[None] | None = field(default=None, repr=False)
+    action_deadline: float = 0.0
+    probe: asyncio.Task[None] | None = field(default=None, repr=False)
+    probe_failures: int = 0
+    next_probe_at: float = 0.0
+    retry_at: float = 0.0
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    ever_ready: bool = False
+    recovering: bool = False  # a failure is being recovered from (log `recovered` once ready)
+    admin_text: str | None = None  # the hub: the admin's config file as this instance read it
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    def alive(self) -> bool:
+        return self.handle is not None and self.handle.returncode is None
+
     def to_json(self) -> dict[str, object]:
+        state = self.state
+        if state is State.READY and not self.alive():
+            state = State.RESTARTING  # never report a gone process as ready
         return {
-            "pid": self.handle.pid if self.handle and self.handle.returncode is None else None,
-            "state": str(self.state),
+            "pid": self.handle.pid if self.alive() else None,  # type: ignore[union-attr]
+            "state": str(state),
             "restarts": self.restarts,
             "last_failure": self.last_failure,
             "last_failure_at": self.last_failure_at,
@@ -91,6 +164,23 @@ def describe_exit(rc: int) -> str:
     return f"exited with status {rc}"
 
 
+Reloader = Callable[[], "tuple[Config, list[ComponentSpec]] | Awaitable[tuple[Config, list[ComponentSpec]]]"]
+Rollback = Callable[[Config, "str | None"], list[ComponentSpec]]
+
+
+@dataclass
+class Reload:
+    """One reload as a transaction: validated, applied, then proven or rolled back."""
+
+    id: int
+    started_at: float
+    old_cfg: Config | None = None
+    old_specs: dict[str, ComponentSpec] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    rolled_back: str | None = None  # why, once rolled back
+    task: asyncio.Task[None] | None = None
+
+
 class Supervisor:
     def __init__(
         self,
@@ -102,7 +192,10 @@ class Supervisor:
         proxy_token: str,
         keep_user_servers: bool,
         output_mode: str = "pipe",
-        reloader: Callable[[], tuple[Config, list[ComponentSpec]]] | None = None,
+        reloader: Reloader | None = None,
+        rollback: Rollback | None = None,
+        checks: Checks | None = None,
+        status_writer: Callable[[Any, dict[str, Any]], None] = status.write,
     ):
         self.cfg = cfg
         self.launcher = launcher
@@ -111,23 +204,50 @@ class Supervisor:
         self.proxy_token = proxy_token
         self.keep_user_servers = keep_user_servers
         self.output_mode = output_mode
+        self.checks: Checks = checks or HubChecks(hub_api, proxy_token)
+        self._write_status = status_writer
         self.components = [
             Component(spec, Sink(spec.name), RestartTracker(cfg.restart)) for spec in specs
         ]
         self.by_name = {c.name: c for c in self.components}
+        self.total = RestartTracker(cfg.restart, total=True)
         self.state = "starting"
         self.ready = False
         self.failure: dict[str, str] | None = None
         self.started_at = time.time()
         self.extra_status: dict[str, object] = {}
         self.reloader = reloader
-        # ("failure", component, reason, hung) or ("reload", None, "", False)
-        self._events: asyncio.Queue[tuple[str, Component | None, str, bool]] = asyncio.Queue()
-        self._reload_pending = False
-        self._stop = asyncio.Event()
+        self.rollback = rollback
         self.periodic: list[Callable[[], Awaitable[None]]] = []  # run every health interval
         self.on_start: list[Callable[[], Awaitable[None]]] = []  # once, before the bring-up
         self.on_stop: list[Callable[[], None]] = []  # once, after everything stopped
+        # loop state
+        self._events: list[tuple[Any, ...]] = []
+        self._wake = asyncio.Event()
+        self._stop = False
+        self._give_up: GiveUp | None = None
+        self._chain: asyncio.Task[None] | None = None
+        self._chain_key: tuple[int, int] | None = None
+        self._routes_dirty = False  # the proxy was replaced under a running hub
+        self._reload: Reload | None = None
+        self._reload_requests = 0  # SIGHUPs not yet taken up by a reload
+        self._reload_seq = 0
+        self._last_good: dict[str, tuple[Config, str | None]] = {}
+        self.poll_s = POLL_S
+        self._wedged = False
+        self._admin_text: str | None = None  # after a rollback: the admin's file as last good
+        self._admin_pinned = False
+        self._fed_at = -1e9
+        self._brought_up = False  # adoption done; the loop may start components
+
+    # ---- time, events -------------------------------------------------------------
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def _post(self, *event: Any) -> None:
+        self._events.append(event)
+        self._wake.set()
 
     # ---- status -------------------------------------------------------------------
     def publish(self, sentence: str | None = None) -> None:
@@ -136,7 +256,7 @@ class Supervisor:
         doc = {
             "pid": os.getpid(),
             "state": self.state,
-            "ready": self.ready,
+            "ready": self.ready and all(c.alive() and c.phase is Phase.UP for c in self.components),
             "public_url": self.cfg.public.origin + self.cfg.public.path,
             "launcher": getattr(self.launcher, "name", "process"),
             "started_at": self.started_at,
@@ -145,7 +265,7 @@ class Supervisor:
             **self.extra_status,
         }
         try:
-            status.write(self.cfg.paths.runtime_dir, doc)
+            self._write_status(self.cfg.paths.runtime_dir, doc)
         except OSError as e:
             log.warning("status_write_failed", path=str(self.cfg.paths.runtime_dir), error=str(e))
 
@@ -156,168 +276,400 @@ class Supervisor:
         self.publish(sentence)
 
     # ---- entry point --------------------------------------------------------------
-    async def run(self) -> int:
+    async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         for c in self.components:
             c.sink.open(loop, self.output_mode)
-        watchdog = asyncio.create_task(self._watchdog())
-        main = asyncio.create_task(self._main())
-        stop = asyncio.create_task(self._stop.wait())
+        periodic = asyncio.create_task(self._periodic())
         code = 0
         try:
-            await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if main.done():
-                code = self._outcome(main)
-            else:
-                main.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await main
+            self.publish("starting")
+            for hook in self.on_start:
+                await asyncio.wait_for(hook(), LAUNCHER_CALL_S)
+            await self._adopt_all()
+            self._brought_up = True
+            await self._loop()
+            if self._give_up is not None:
+                code = self._outcome(self._give_up)
         finally:
-            stop.cancel()
+            periodic.cancel()
             await self._shutdown()
-            watchdog.cancel()
             for stop_hook in self.on_stop:
                 stop_hook()
             for c in self.components:
                 c.sink.close()
         return code
 
-    def _outcome(self, main: asyncio.Task[None]) -> int:
-        exc = main.exception()
-        if isinstance(exc, GiveUp):
-            self.failure = {"component": exc.component, "reason": exc.reason}
-            self.state = "failed"
-            log.error("gave_up", component=exc.component, reason=exc.reason,
-                      budget=self.cfg.restart.max_restarts, window_s=self.cfg.restart.window_s)
-            self.publish(f"failed: gave up on {exc.component}: {exc.reason}")
-            return 1
-        if exc is not None:
-            raise exc
-        return 0
+    def _outcome(self, exc: GiveUp) -> int:
+        self.failure = {"component": exc.component, "reason": exc.reason}
+        self.state = "failed"
+        log.error("gave_up", component=exc.component, reason=exc.reason,
+                  budget=self.cfg.restart.max_restarts,
+                  budget_total=self.cfg.restart.total_budget, window_s=self.cfg.restart.window_s)
+        self.publish(f"failed: gave up on {exc.component}: {exc.reason}")
+        return 1
 
-    def _on_stop_signal(self, sig: int) -> None:
-        if self._stop.is_set():
+    def request_stop(self, sig: int = signal.SIGTERM) -> None:
+        if self._stop:
             log.info("already_stopping", signal=signal.Signals(sig).name)
             return
         log.info("stop_requested", signal=signal.Signals(sig).name)
-        self._stop.set()
+        self._stop = True
+        self._wake.set()
 
-    def _on_hup(self) -> None:
+    def request_reload(self) -> None:
         if self.reloader is None:
             log.warning("reload_unsupported", reason="no configuration source to reload")
             return
         log.info("reload_requested", signal="SIGHUP")
-        if self.state == "running":
-            self._events.put_nowait(("reload", None, "", False))
-        else:
-            self._reload_pending = True  # applied once the bring-up is done
+        self._reload_requests += 1  # taken up once the bring-up is done and no reload runs
+        self._wake.set()
 
-    async def _watchdog(self) -> None:
-        interval = self.notify.watchdog_interval_s
-        if interval is None:
+    # ---- adoption ------------------------------------------------------------------
+    async def _adopt_all(self) -> None:
+        """Components still running from before this supervisor (e.g. CHP kept across a
+        restart of the service) are taken over if the launcher knows them; they count
+        only once their own readiness probe passes (the loop checks)."""
+        adopt = getattr(self.launcher, "adopt", None)
+        if adopt is None:
             return
-        while True:  # sent from the main loop: a stuck loop stops pinging
-            self.notify.watchdog()
-            await asyncio.sleep(interval)
-
-    # ---- bring-up and watch ---------------------------------------------------------
-    async def _main(self) -> None:
-        proxy, hub = self.by_name["proxy"], self.by_name["hub"]
-        self.publish("starting")
-        for hook in self.on_start:
-            await hook()
-        await self._bring_up(proxy)
-        await self._bring_up(hub)
-        await self._prove_chain()
-        self._became_ready()
         for c in self.components:
-            c.monitor = asyncio.create_task(self._monitor(c))
-        periodic = asyncio.create_task(self._periodic())
-        if self._reload_pending:
-            self._events.put_nowait(("reload", None, "", False))
-        try:
-            while True:
-                kind, comp, reason, hung = await self._events.get()
-                if kind == "reload":
-                    await self._reload()
-                elif comp is not None:
-                    await self._recover(comp, reason, hung)
-        finally:
-            periodic.cancel()
-
-    def _became_ready(self) -> None:
-        self.ready = True
-        self.state = "running"
-        url = self.cfg.public.origin + self.cfg.public.path
-        log.info("ready", url=url, proxy_pid=self.by_name["proxy"].to_json()["pid"],
-                 hub_pid=self.by_name["hub"].to_json()["pid"],
-                 startup_s=round(time.time() - self.started_at, 3))
-        self.notify.ready(f"ready: {url}")
-        self.publish()
-
-    async def _bring_up(self, comp: Component) -> None:
-        """Start `comp` until it is ready, retrying under the restart policy."""
-        while True:
+            self.notify.watchdog()
             try:
-                await self._start_once(comp)
+                handle = await asyncio.wait_for(adopt(c.spec, c.sink), ADOPT_S)
+            except Exception as e:  # a failed adoption only means a fresh start
+                log.warning("adopt_failed", component=c.name, error=f"{type(e).__name__}: {e}")
+                continue
+            if handle is None:
+                continue
+            if handle.returncode is not None:
+                continue
+            c.gen += 1
+            c.handle = handle
+            c.phase = Phase.STARTING
+            c.started_at = self._now()
+            log.info("component_adopted", component=c.name, pid=handle.pid)
+            self._set(c, State.STARTING, f"checking {c.name} (adopted pid {handle.pid})")
+            self._watch_exit(c)
+            c.action_deadline = self._now() + c.spec.start_timeout_s
+            c.action = asyncio.create_task(self._await_ready(c, c.gen, handle, adopted=True))
+            if c.name == "proxy":
+                self._routes_dirty = True  # re-sync from the (new) hub once it is ready
+
+    # ---- the loop -------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            events, self._events = self._events, []
+            for ev in events:
+                self._apply(ev)
+            if self._stop or self._give_up is not None:
                 return
-            except StartFailed as e:
-                reason = str(e)
-            comp.last_failure, comp.last_failure_at = reason, time.time()
-            log.error("start_failed", component=comp.name, reason=reason)
-            await self._back_off(comp, reason)
+            self._reconcile()
+            self._feed_watchdog()
+            if self._events:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._tick_s())
 
-    async def _back_off(self, comp: Component, reason: str) -> None:
-        decision = comp.tracker.decide(time.monotonic())
-        if decision.give_up:
-            self._set(comp, State.FAILED)
-            raise GiveUp(comp.name, f"{reason} (more than {decision.budget} restarts within "
-                                    f"{self.cfg.restart.window_s:g}s)")
-        comp.restarts += 1
-        self._set(comp, State.BACKOFF,
-                  f"restarting {comp.name} ({decision.attempt}/{decision.budget}): {reason}")
-        log.warning("restart_scheduled", component=comp.name, attempt=decision.attempt,
-                    budget=decision.budget, delay_s=decision.delay_s, reason=reason)
-        self.notify.extend_timeout(decision.delay_s + comp.spec.start_timeout_s + 10)
-        await asyncio.sleep(decision.delay_s)
+    def _tick_s(self) -> float:
+        """Sleep until the next thing is due (a retry, a probe), at most one health interval."""
+        now = self._now()
+        due = [now + self.cfg.health.interval_s]
+        wd = self.notify.watchdog_interval_s
+        if wd:
+            due.append(self._fed_at + wd)
+        for c in self.components:
+            if c.phase is Phase.DOWN and c.retry_at > now:
+                due.append(c.retry_at)
+            if c.phase is Phase.UP and c.probe is None:
+                due.append(c.next_probe_at)
+        return max(0.001, min(due) - now)
 
-    async def _start_once(self, comp: Component) -> None:
-        spec = comp.spec
-        self._set(comp, State.STARTING, f"starting {comp.name}")
-        self.notify.extend_timeout(spec.start_timeout_s + 10)
-        try:
-            handle = await self.launcher.start(spec, comp.sink)
-        except OSError as e:
-            raise StartFailed(f"could not execute {spec.argv[0]}: {e.strerror or e}") from None
-        comp.handle = handle
-        log.info("component_started", component=comp.name, pid=handle.pid, argv=spec.argv)
-        exited = asyncio.create_task(handle.wait())
-        deadline = time.monotonic() + spec.start_timeout_s
-        t0 = time.monotonic()
-        try:
-            while True:
-                res = await spec.ready()
-                if res:
-                    break
-                if exited.done():
-                    raise StartFailed(self._exit_reason(comp, exited.result(), "before it was ready"))
-                if time.monotonic() >= deadline:
-                    await self._terminate(comp, kill_now=True)
-                    raise StartFailed(
-                        f"not ready within {spec.start_timeout_s:g}s (last check: {res.detail})"
-                        + self._tail(comp))
-                await asyncio.wait({exited}, timeout=POLL_S)
-        finally:
-            exited.cancel()
+    def _feed_watchdog(self) -> None:
+        """WATCHDOG=1 only from the loop, and only while every in-flight task is inside its
+        own bound: a recovery that wedges is ended by systemd's watchdog, not hidden."""
+        now = self._now()
+        for c in self.components:
+            if c.action is not None and not c.action.done() and now > c.action_deadline + OVERRUN_GRACE_S:
+                if not self._wedged:
+                    log.error("loop_wedged", component=c.name, phase=c.phase.value,
+                              overrun_s=round(now - c.action_deadline, 1))
+                    self._wedged = True
+                return
+        self._wedged = False
+        wd = self.notify.watchdog_interval_s
+        if wd and now - self._fed_at >= wd * 0.9:
+            self._fed_at = now
+            self.notify.watchdog()
+
+    # ---- events ---------------------------------------------------------------------
+    def _apply(self, ev: tuple[Any, ...]) -> None:
+        kind = ev[0]
+        if kind == "reload_validated" or kind == "reload_refused":
+            self._reload_result(ev)
+            return
+        if kind == "chain":
+            _, key, res = ev
+            if key == self._chain_key:
+                self._chain_done(res)
+            return
+        comp = self.by_name[ev[1]]
+        gen = ev[2]
+        if kind == "started":
+            handle = ev[3]
+            if gen != comp.gen or comp.phase is not Phase.STARTING:
+                self._orphan(comp, handle)
+                return
+            comp.handle = handle
+            log.info("component_started", component=comp.name, pid=handle.pid, argv=comp.spec.argv)
+            self._watch_exit(comp)
+            self.publish()
+            return
+        if gen != comp.gen:
+            log.info("stale_event", component=comp.name, kind=kind, gen=gen, current=comp.gen)
+            return
+        if kind == "ready":
+            if comp.phase is Phase.STARTING:
+                self._became_up(comp)
+        elif kind == "exited":
+            rc = ev[3]
+            if comp.phase is Phase.STARTING:
+                self._fail(comp, f"{describe_exit(rc)} before it was ready{self._tail(comp)}")
+            elif comp.phase is Phase.UP:
+                self._fail(comp, describe_exit(rc))
+        elif kind == "start_failed":
+            if comp.phase is Phase.STARTING:
+                self._fail(comp, ev[3], hung=ev[4])
+        elif kind == "probe":
+            comp.probe = None
+            if comp.phase is Phase.UP:
+                self._probed(comp, ev[3])
+        elif kind == "stopped":
+            if comp.phase is Phase.STOPPING:
+                comp.phase = Phase.DOWN
+                comp.action = None
+
+    def _orphan(self, comp: Component, handle: Handle) -> None:
+        """A launch that completed after its start was given up: end that process, so two
+        instances of a component never run at once."""
+        log.warning("orphan_stopped", component=comp.name, pid=handle.pid,
+                    reason="started after its start was given up")
+        with contextlib.suppress(Exception):
+            handle.signal(signal.SIGKILL)
+
+    def _watch_exit(self, comp: Component) -> None:
+        if comp.watcher is not None:
+            comp.watcher.cancel()
+        handle, gen = comp.handle, comp.gen
+        assert handle is not None
+
+        async def watch() -> None:
+            rc = await handle.wait()
+            self._post("exited", comp.name, gen, rc)
+
+        comp.watcher = asyncio.create_task(watch())
+
+    def _became_up(self, comp: Component) -> None:
+        now = self._now()
+        comp.phase = Phase.UP
+        comp.action = None
+        comp.probe_failures = 0
+        comp.next_probe_at = now + self.cfg.health.interval_s
+        comp.ever_ready = True
+        assert comp.handle is not None
+        log.info("component_ready", component=comp.name, pid=comp.handle.pid,
+                 ready_s=round(now - comp.started_at, 3))
         self._set(comp, State.READY, f"{comp.name} ready")
-        log.info("component_ready", component=comp.name, pid=handle.pid,
-                 ready_s=round(time.monotonic() - t0, 3))
+        if comp.name == "proxy" and self.by_name["hub"].phase is Phase.UP:
+            self._routes_dirty = True
 
-    def _exit_reason(self, comp: Component, rc: int, when: str) -> str:
-        return f"{describe_exit(rc)} {when}" + self._tail(comp)
+    def _probed(self, comp: Component, res: probes.Result) -> None:
+        h = self.cfg.health
+        comp.next_probe_at = self._now() + h.interval_s
+        if res:
+            comp.probe_failures = 0
+            return
+        comp.probe_failures += 1
+        pid = comp.handle.pid if comp.handle else None
+        log.warning("health_check_failed", component=comp.name, pid=pid, reason=res.detail,
+                    failures=comp.probe_failures, limit=h.failures_before_restart)
+        if comp.probe_failures >= h.failures_before_restart:
+            stopped = " (process is stopped)" if self._is_stopped(comp) else ""
+            self._fail(comp, f"health check failed {comp.probe_failures} times in a row: "
+                             f"{res.detail}{stopped}", hung=True)
+
+    @staticmethod
+    def _is_stopped(comp: Component) -> bool:
+        try:
+            return bool(comp.handle and comp.handle.is_stopped())
+        except Exception:
+            return False
+
+    # ---- failure and restart ------------------------------------------------------------
+    def _fail(self, comp: Component, reason: str, hung: bool = False) -> None:
+        """Act on a failure of the current instance of `comp` at once: stop what is left of
+        it and schedule its next start under the restart budget."""
+        now = self._now()
+        self._cancel_work(comp)
+        comp.last_failure, comp.last_failure_at = reason, time.time()
+        self.ready = False
+        log.error("component_failed", component=comp.name,
+                  pid=comp.handle.pid if comp.handle else None, reason=reason)
+        txn = self._reload
+        if (txn is not None and comp.name in txn.changed and txn.rolled_back is None
+                and self.rollback is not None and comp.name in self._last_good):
+            self._roll_back(txn, comp, reason)
+            self._stop_instance(comp, hung or comp.phase is Phase.STARTING)
+            comp.retry_at = now
+            self._set(comp, State.RESTARTING, f"restarting {comp.name}: reload rolled back")
+            return
+        d = decide(comp.tracker, self.total, now)
+        if d.give_up:
+            what = (f"more than {d.budget} restarts within {self.cfg.restart.window_s:g}s"
+                    if d.scope == "component" else
+                    f"more than {d.budget} restarts of all components together within "
+                    f"{self.cfg.restart.window_s:g}s")
+            self._stop_instance(comp, True)
+            comp.phase = Phase.FAILED
+            self._set(comp, State.FAILED)
+            self._give_up = GiveUp(comp.name, f"{reason} ({what})")
+            return
+        comp.restarts += 1
+        comp.recovering = comp.ever_ready or comp.recovering
+        log.warning("restart_scheduled", component=comp.name, attempt=d.attempt,
+                    budget=d.budget, delay_s=d.delay_s, reason=reason)
+        self.notify.extend_timeout(d.delay_s + comp.spec.start_timeout_s + 10)
+        # A component that failed its probes (or never got ready) is hung: it may not act
+        # on SIGTERM at all.
+        self._stop_instance(comp, hung or comp.phase is Phase.STARTING)
+        comp.retry_at = now + d.delay_s
+        self._set(comp, State.BACKOFF,
+                  f"restarting {comp.name} ({d.attempt}/{d.budget}): {reason}")
+
+    def _cancel_work(self, comp: Component) -> None:
+        for task in (comp.action, comp.probe):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        comp.action = comp.probe = None
+        comp.probe_failures = 0
+        if self._chain is not None:
+            self._chain.cancel()
+            self._chain = self._chain_key = None
+
+    def _stop_instance(self, comp: Component, kill_now: bool) -> None:
+        """Stop the current instance in a bounded task; the loop sees `stopped`."""
+        handle = comp.handle
+        comp.phase = Phase.STOPPING
+        comp.action_deadline = self._now() + comp.spec.stop_timeout_s + KILL_WAIT_S
+        comp.action = asyncio.create_task(self._stop_task(comp, comp.gen, handle, kill_now))
+
+    async def _stop_task(self, comp: Component, gen: int, handle: Handle | None,
+                         kill_now: bool) -> None:
+        try:
+            await self._terminate(comp, handle, kill_now)
+        finally:
+            self._post("stopped", comp.name, gen)
+
+    # ---- reconcile -------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        if not self._brought_up:
+            return
+        now = self._now()
+        proxy, hub = self.by_name["proxy"], self.by_name["hub"]
+        # The order is a constraint: a hub starting without a ready proxy waits ~30 s for
+        # it and exits; give its start up now and retry once the proxy is back.
+        if hub.phase is Phase.STARTING and proxy.phase is not Phase.UP:
+            log.warning("start_abandoned", component="hub",
+                        pid=hub.handle.pid if hub.alive() else None, reason="the proxy is not ready")
+            self._cancel_work(hub)
+            self._stop_instance(hub, kill_now=True)
+            hub.retry_at = now
+            self._set(hub, State.RESTARTING, "hub waits for the proxy")
+        for c in self.components:
+            if c.phase is Phase.DOWN and now >= c.retry_at:
+                if c is hub and proxy.phase is not Phase.UP:
+                    if c.state not in (State.STARTING, State.RESTARTING):
+                        self._set(c, State.RESTARTING if c.ever_ready else State.STARTING)
+                    continue
+                self._start(c)
+            elif c.phase is Phase.UP and c.probe is None and now >= c.next_probe_at:
+                c.probe = asyncio.create_task(self._probe_task(c, c.gen))
+        if (proxy.phase is Phase.UP and hub.phase is Phase.UP and not self.ready
+                and self._chain is None):
+            self._chain_key = (proxy.gen, hub.gen)
+            self._chain = asyncio.create_task(self._chain_task(self._chain_key))
+        if self.ready and self._reload is None and self._reload_requests:
+            self._begin_reload()
+
+    def _start(self, comp: Component) -> None:
+        comp.gen += 1
+        comp.phase = Phase.STARTING
+        comp.handle = None
+        comp.started_at = self._now()
+        if comp.name == "hub":
+            comp.admin_text = (self._admin_text if self._admin_pinned
+                               else _read_or_none(self.cfg.hub.config_file))
+        self._set(comp, State.STARTING, f"starting {comp.name}")
+        self.notify.extend_timeout(comp.spec.start_timeout_s + 10)
+        # the launcher call and the readiness wait share the start timeout
+        comp.action_deadline = self._now() + 2 * comp.spec.start_timeout_s + self.cfg.health.timeout_s
+        comp.action = asyncio.create_task(self._start_task(comp, comp.gen, comp.spec))
+
+    async def _start_task(self, comp: Component, gen: int, spec: ComponentSpec) -> None:
+        try:
+            handle = await asyncio.wait_for(self.launcher.start(spec, comp.sink),
+                                            spec.start_timeout_s)
+        except TimeoutError:
+            self._post("start_failed", comp.name, gen,
+                       f"the launcher did not start it within {spec.start_timeout_s:g}s", False)
+            return
+        except OSError as e:
+            self._post("start_failed", comp.name, gen,
+                       f"could not execute {spec.argv[0]}: {e.strerror or e}", False)
+            return
+        except Exception as e:
+            self._post("start_failed", comp.name, gen,
+                       f"the launcher failed: {type(e).__name__}: {e}", False)
+            return
+        self._post("started", comp.name, gen, handle)
+        await self._await_ready(comp, gen, handle)
+
+    async def _await_ready(self, comp: Component, gen: int, handle: Handle,
+                           adopted: bool = False) -> None:
+        spec = comp.spec
+        deadline = self._now() + spec.start_timeout_s
+        while True:
+            res = await self._bounded_probe(spec.ready)
+            if res:
+                self._post("ready", comp.name, gen)
+                return
+            if handle.returncode is not None:
+                return  # the exit watcher reports it
+            if self._now() >= deadline:
+                what = "adopted, but not ready" if adopted else "not ready"
+                self._post("start_failed", comp.name, gen,
+                           f"{what} within {spec.start_timeout_s:g}s (last check: {res.detail})"
+                           + self._tail(comp), True)
+                return
+            await asyncio.sleep(self.poll_s)
+
+    async def _bounded_probe(self, probe: Callable[[], Awaitable[probes.Result]]) -> probes.Result:
+        t = self.cfg.health.timeout_s
+        try:
+            return await asyncio.wait_for(probe(), t + 1)
+        except TimeoutError:
+            return probes.Result(False, f"no answer within {t:g}s")
+        except Exception as e:  # a probe must never take the loop down
+            return probes.Result(False, f"{type(e).__name__}: {e}")
+
+    async def _probe_task(self, comp: Component, gen: int) -> None:
+        res = await self._bounded_probe(comp.spec.alive)
+        self._post("probe", comp.name, gen, res)
 
     def _tail(self, comp: Component) -> str:
         if comp.sink.kind in ("journal", "unit"):
@@ -325,68 +677,77 @@ class Supervisor:
         lines = comp.sink.last_lines(6)
         return ("; last output: " + " | ".join(lines)) if lines else ""
 
-    async def _prove_chain(self) -> None:
+    # ---- the chain ---------------------------------------------------------------------
+    async def _chain_task(self, key: tuple[int, int]) -> None:
         """READY only once a request through the public URL reaches the hub and CHP holds
-        the hub's route. The hub adds that route itself; ask it to sync if it is slow."""
-        hub = self.by_name["hub"]
-        deadline = time.monotonic() + CHAIN_TIMEOUT_S
+        the hub's route. A proxy replaced under a running hub gets the hub's table pushed at
+        once; otherwise the hub adds its route itself, and is asked to sync if it is late."""
+        t0 = self._now()
         synced = False
-        t = self.cfg.health.timeout_s
+        if self._routes_dirty:
+            self._routes_dirty = False
+            synced = await self._sync_routes(t0)
+        limit = max(15.0, self.cfg.hub.start_timeout_s)
         while True:
-            res = await probes.chain(self.hub_api.client, self.cfg, self.proxy_token, t)
+            res = await self._bounded_probe(lambda: self.checks.chain(self.cfg))
             if res:
+                self._post("chain", key, res)
                 return
-            if time.monotonic() >= deadline:
-                raise GiveUp("hub", f"the chain through the public URL did not work within "
-                                    f"{CHAIN_TIMEOUT_S:g}s: {res.detail}")
-            if not synced and time.monotonic() >= deadline - CHAIN_TIMEOUT_S + 2:
-                synced = await self._sync_routes(hub)
-            await asyncio.sleep(POLL_S)
+            if self._now() - t0 >= limit:
+                self._post("chain", key, probes.Result(
+                    False, f"the chain through the public URL did not work within {limit:g}s: "
+                           f"{res.detail}"))
+                return
+            if not synced and self._now() - t0 >= CHAIN_SYNC_AFTER_S:
+                synced = await self._sync_routes(t0)
+            await asyncio.sleep(self.poll_s)
 
-    async def _sync_routes(self, hub: Component) -> bool:
+    async def _sync_routes(self, t0: float) -> bool:
         try:
-            await self.hub_api.sync_proxy()
-            return True
-        except HubAPIError as e:
-            log.warning("route_sync_failed", component=hub.name, reason=str(e))
+            got = await asyncio.wait_for(self.checks.sync_routes(self.cfg),
+                                         self.cfg.health.timeout_s * 4 + 5)
+        except TimeoutError:
+            got = "no answer"
+        except Exception as e:  # a failed sync only delays readiness; the chain decides
+            got = f"{type(e).__name__}: {e}"
+        if isinstance(got, str):
+            log.warning("route_sync_failed", component="hub", reason=got)
             return False
+        log.info("routes_restored", component="proxy", routes=got[0], user_routes=got[1],
+                 took_ms=round((self._now() - t0) * 1000, 1))
+        return True
 
-    async def _monitor(self, comp: Component) -> None:
-        """Report comp's exit at once, or N failed liveness probes in a row."""
-        assert comp.handle is not None
-        handle = comp.handle
-        exited = asyncio.create_task(handle.wait())
-        failures = 0
-        try:
-            while True:
-                h = self.cfg.health  # re-read: a reload may change it
-                await asyncio.wait({exited}, timeout=h.interval_s)
-                if exited.done():
-                    self._report(comp, describe_exit(exited.result()), hung=False)
-                    return
-                probe = asyncio.create_task(comp.spec.alive())
-                await asyncio.wait({exited, probe}, return_when=asyncio.FIRST_COMPLETED)
-                if exited.done():
-                    probe.cancel()
-                    self._report(comp, describe_exit(exited.result()), hung=False)
-                    return
-                res = probe.result()
-                if res:
-                    failures = 0
-                    continue
-                failures += 1
-                log.warning("health_check_failed", component=comp.name, pid=handle.pid,
-                            reason=res.detail, failures=failures, limit=h.failures_before_restart)
-                if failures >= h.failures_before_restart:
-                    stopped = " (process is stopped)" if handle.is_stopped() else ""
-                    self._report(comp, f"health check failed {failures} times in a row: "
-                                       f"{res.detail}{stopped}", hung=True)
-                    return
-        finally:
-            exited.cancel()
-
-    def _report(self, comp: Component, reason: str, hung: bool) -> None:
-        self._events.put_nowait(("failure", comp, reason, hung))
+    def _chain_done(self, res: probes.Result) -> None:
+        self._chain = self._chain_key = None
+        if not res:
+            # Both processes answer their own probes but users cannot reach the hub: the
+            # hub's start is what failed (its route, its base_url); restart it in budget.
+            self._fail(self.by_name["hub"], res.detail, hung=False)
+            return
+        first = self.state == "starting"
+        self.ready = True
+        self.state = "running"
+        url = self.cfg.public.origin + self.cfg.public.path
+        for c in self.components:
+            if c.recovering:
+                c.recovering = False
+                log.info("recovered", component=c.name, pid=c.handle.pid if c.handle else None,
+                         restarts=c.restarts)
+        for c in self.components:
+            if c.name == "hub" and c.handle is not None:
+                self._last_good["hub"] = (self.cfg, c.admin_text)
+            elif c.handle is not None:
+                self._last_good[c.name] = (self.cfg, None)
+        if self._reload is not None and self._reload.task is None:
+            self._finish_reload()
+        if first:
+            log.info("ready", url=url, proxy_pid=self.by_name["proxy"].to_json()["pid"],
+                     hub_pid=self.by_name["hub"].to_json()["pid"],
+                     startup_s=round(time.time() - self.started_at, 3))
+            self.notify.ready(f"ready: {url}")
+            self.publish()
+        elif self._reload is None:
+            self.publish(f"ready: {url}")
 
     async def _periodic(self) -> None:
         while True:
@@ -400,129 +761,195 @@ class Supervisor:
                     log.warning("periodic_check_failed", check=getattr(fn, "__name__", "?"),
                                 error=f"{type(e).__name__}: {e}")
 
-    async def _recover(self, comp: Component, reason: str, hung: bool) -> None:
-        comp.last_failure, comp.last_failure_at = reason, time.time()
-        log.error("component_failed", component=comp.name,
-                  pid=comp.handle.pid if comp.handle else None, reason=reason)
-        self._set(comp, State.RESTARTING, f"restarting {comp.name}: {reason}")
-        # A component that failed its probes is hung: it may not act on SIGTERM at all.
-        await self._terminate(comp, kill_now=hung)
-        await self._back_off(comp, reason)
-        await self._rejoin([comp])
-        log.info("recovered", component=comp.name, pid=comp.handle.pid if comp.handle else None,
-                 restarts=comp.restarts)
-
-    async def _rejoin(self, comps: list[Component]) -> None:
-        """Bring stopped components back in bring-up order, restore routes, prove the chain."""
-        for comp in sorted(comps, key=self.components.index):
-            await self._bring_up(comp)
-            if comp.name == "proxy" and self.by_name["hub"].state is State.READY:
-                await self._restore_routes()
-        await self._prove_chain()
-        for comp in comps:
-            comp.monitor = asyncio.create_task(self._monitor(comp))
-        self.ready = True
-        self.notify.status(f"ready: {self.cfg.public.origin}{self.cfg.public.path}")
-        self.publish()
-
-    async def _reload(self) -> None:
-        """Re-read the config: reject a bad one and keep running; otherwise restart only the
-        components whose effective settings changed."""
-        assert self.reloader is not None
+    # ---- reload: a transaction ------------------------------------------------------------
+    def _begin_reload(self) -> None:
+        self._reload_requests = 0
+        self._reload_seq += 1
+        txn = Reload(id=self._reload_seq, started_at=time.time())
+        self._reload = txn
         self.notify.reloading("reloading configuration")
+        self.extra_status["last_reload"] = {"id": txn.id, "started_at": txn.started_at,
+                                            "outcome": "in_progress", "ok": None}
+        self.publish()
+        txn.task = asyncio.create_task(self._validate(txn))
+
+    async def _validate(self, txn: Reload) -> None:
+        """Everything is checked before anything is touched: hubsvc.toml, the ports, and the
+        admin's JupyterHub config loaded by the hub's own Python (in the reloader)."""
+        assert self.reloader is not None
         try:
-            cfg, specs = self.reloader()
+            got = self.reloader()
+            if inspect.isawaitable(got):
+                got = await asyncio.wait_for(got, LAUNCHER_CALL_S + 30)
+            self._post("reload_validated", txn.id, got)
         except ConfigError as e:
-            for p in e.problems:
-                log.error("reload_rejected", field=p.field, problem=p.message, fix=p.fix)
-            first = e.problems[0]
-            self.extra_status["last_reload"] = {"ok": False, "at": time.time(),
-                                                "problems": [str(p) for p in e.problems]}
-            self.notify.send("READY=1", f"STATUS=reload failed ({first.field}: {first.message}); "
+            self._post("reload_refused", txn.id, [(p.field, p.message, p.fix) for p in e.problems])
+        except TimeoutError:
+            self._post("reload_refused", txn.id, [("reload", "validating the new configuration "
+                                                   "did not finish in time", "try again")])
+        except Exception as e:
+            self._post("reload_refused", txn.id, [("reload", f"{type(e).__name__}: {e}",
+                                                   "see the log")])
+
+    def _reload_result(self, ev: tuple[Any, ...]) -> None:
+        kind, txn_id, payload = ev
+        txn = self._reload
+        if txn is None or txn.id != txn_id:
+            return
+        txn.task = None
+        if kind == "reload_refused":
+            for fld, msg, fix in payload:
+                log.error("reload_rejected", field=fld, problem=msg, fix=fix)
+            fld, msg, _ = payload[0]
+            self._end_reload(txn, "refused", problems=[f"{f}: {m}" for f, m, _ in payload],
+                             reason=f"{fld}: {msg}")
+            self.notify.send("READY=1", f"STATUS=reload failed ({fld}: {msg}); "
                                         "still running the previous configuration")
             self.publish()
             return
+        cfg, specs = payload
         new = {s.name: s for s in specs}
-        changed = [c for c in self.components if c.spec.fingerprint != new[c.name].fingerprint]
+        txn.old_cfg = self.cfg
+        txn.old_specs = {c.name: c.spec for c in self.components}
+        txn.changed = [c.name for c in self.components if c.spec.fingerprint != new[c.name].fingerprint]
         self.cfg = cfg
+        self._admin_pinned = False
         self.hub_api.retarget(cfg)
         for c in self.components:
             c.spec = new[c.name]
             c.tracker.policy = cfg.restart
-        names = [c.name for c in changed]
-        log.info("reload_applied", restart=names or "nothing")
-        if changed:
-            # reverse order down, bring-up order up: a hub never runs against a missing proxy
-            for c in reversed(changed):
-                self._set(c, State.RESTARTING, f"restarting {c.name}: configuration changed")
-                await self._terminate(c)
-            await self._rejoin(changed)
-        self.extra_status["last_reload"] = {"ok": True, "at": time.time(), "restarted": names}
-        self.notify.send("READY=1", f"STATUS=ready: {cfg.public.origin}{cfg.public.path} "
-                                    f"(reloaded{': restarted ' + ', '.join(names) if names else ''})")
+        self.total.policy = cfg.restart
+        log.info("reload_applied", restart=txn.changed or "nothing")
+        if not txn.changed:
+            self._finish_reload()
+            return
+        # reverse order down; the loop brings them up in order (a hub never runs against a
+        # missing proxy) and the chain proof closes the transaction
+        for name in reversed(txn.changed):
+            c = self.by_name[name]
+            self._cancel_work(c)
+            self.ready = False
+            self._stop_instance(c, kill_now=False)
+            c.retry_at = self._now()
+            self._set(c, State.RESTARTING, f"restarting {c.name}: configuration changed")
+
+    def _roll_back(self, txn: Reload, comp: Component, reason: str) -> None:
+        """A changed component did not come up with the new configuration: go back to the
+        last good one (its generated JupyterHub config, the admin's file as it was read)."""
+        assert self.rollback is not None and txn.old_cfg is not None
+        admin_text = self._last_good.get("hub", (txn.old_cfg, None))[1]
+        txn.rolled_back = f"{comp.name}: {reason}"
+        log.error("reload_rolled_back", component=comp.name, reason=reason)
+        try:
+            specs = {s.name: s for s in self.rollback(txn.old_cfg, admin_text)}
+        except Exception as e:
+            log.error("rollback_failed", error=f"{type(e).__name__}: {e}")
+            specs = txn.old_specs
+        self.cfg = txn.old_cfg
+        self._admin_text, self._admin_pinned = admin_text, True
+        self.hub_api.retarget(self.cfg)
+        for c in self.components:
+            c.spec = specs.get(c.name, txn.old_specs[c.name])
+            c.tracker.policy = self.cfg.restart
+        self.total.policy = self.cfg.restart
+        # the other changed components run the new configuration: put them back too
+        for name in txn.changed:
+            other = self.by_name[name]
+            if other is not comp and other.phase in (Phase.UP, Phase.STARTING):
+                self._cancel_work(other)
+                self._stop_instance(other, kill_now=False)
+                other.retry_at = self._now()
+                self._set(other, State.RESTARTING, f"restarting {other.name}: reload rolled back")
+
+    def _finish_reload(self) -> None:
+        txn = self._reload
+        assert txn is not None
+        url = f"{self.cfg.public.origin}{self.cfg.public.path}"
+        if txn.rolled_back:
+            self._end_reload(txn, "rolled_back", reason=txn.rolled_back)
+            self.notify.send("READY=1", f"STATUS=reload rolled back ({txn.rolled_back}); "
+                                        f"ready: {url} with the previous configuration")
+        else:
+            self._end_reload(txn, "applied", restarted=txn.changed)
+            names = ", ".join(txn.changed)
+            self.notify.send("READY=1", f"STATUS=ready: {url} "
+                                        f"(reloaded{': restarted ' + names if names else ''})")
         self.publish()
 
-    async def _restore_routes(self) -> None:
-        """A restarted CHP holds only its default route: have the hub push its table now."""
-        t0 = time.monotonic()
-        if not await self._sync_routes(self.by_name["hub"]):
-            return
-        table = await probes.routes(self.hub_api.client, self.cfg, self.proxy_token,
-                                    self.cfg.health.timeout_s) or {}
-        user_routes = sorted(s for s, d in table.items() if isinstance(d, dict) and d.get("user"))
-        log.info("routes_restored", component="proxy", routes=len(table),
-                 user_routes=len(user_routes), took_ms=round((time.monotonic() - t0) * 1000, 1))
+    def _end_reload(self, txn: Reload, outcome: str, **extra: Any) -> None:
+        self._reload = None
+        self.extra_status["last_reload"] = {
+            "id": txn.id, "started_at": txn.started_at, "at": time.time(), "outcome": outcome,
+            "ok": outcome == "applied", "restarted": [], **extra}
 
     # ---- stopping -----------------------------------------------------------------
-    async def _terminate(self, comp: Component, kill_now: bool = False) -> None:
-        """SIGTERM, grace period, SIGKILL. A stopped (SIGSTOP) or hung child goes straight
-        to SIGKILL: it cannot act on SIGTERM."""
-        h = comp.handle
+    async def _terminate(self, comp: Component, h: Handle | None, kill_now: bool = False) -> None:
+        """SIGTERM, grace period, SIGKILL; every wait bounded. A stopped (SIGSTOP) or hung
+        child goes straight to SIGKILL: it cannot act on SIGTERM."""
         if h is None or h.returncode is not None:
             return
-        if comp.monitor is not None and comp.monitor is not asyncio.current_task():
-            comp.monitor.cancel()
-        if kill_now or h.is_stopped():
-            h.signal(signal.SIGKILL)
-        else:
-            h.signal(signal.SIGTERM)
+        try:
+            killed = kill_now or h.is_stopped()
+        except Exception:
+            killed = True
+        try:
+            h.signal(signal.SIGKILL if killed else signal.SIGTERM)
+        except Exception as e:
+            log.warning("signal_failed", component=comp.name, pid=h.pid, error=str(e))
+        if not killed:
             try:
                 await asyncio.wait_for(h.wait(), comp.spec.stop_timeout_s)
             except TimeoutError:
                 log.warning("stop_timeout", component=comp.name, pid=h.pid,
                             timeout_s=comp.spec.stop_timeout_s, action="SIGKILL")
-                h.signal(signal.SIGKILL)
-        rc = await h.wait()
+                with contextlib.suppress(Exception):
+                    h.signal(signal.SIGKILL)
+        try:
+            rc = await asyncio.wait_for(h.wait(), KILL_WAIT_S)
+        except TimeoutError:
+            log.error("exit_not_reported", component=comp.name, pid=h.pid, waited_s=KILL_WAIT_S,
+                      reason="SIGKILLed but its exit was never reported; going on")
+            return
         clean = rc in comp.spec.clean_exit_codes or rc == -signal.SIGTERM
         log.info("component_stopped", component=comp.name, pid=h.pid, status=describe_exit(rc),
-                 clean=clean and not kill_now)
+                 clean=clean and not killed)
 
     async def _stop_user_servers(self) -> None:
         hub = self.by_name["hub"]
-        if hub.handle is None or hub.handle.returncode is not None:
+        if not hub.alive():
             return
         try:
-            servers = await self.hub_api.servers()
-        except HubAPIError as e:
-            log.warning("user_servers_unknown", reason=str(e))
+            servers = await asyncio.wait_for(self.hub_api.servers(), 30)
+        except (HubAPIError, TimeoutError) as e:
+            log.warning("user_servers_unknown", reason=str(e) or "no answer")
             return
         if not servers:
             return
         log.info("stopping_user_servers", count=len(servers),
                  users=sorted({s.user for s in servers}))
         for s in servers:
-            with contextlib.suppress(HubAPIError):
-                await self.hub_api.stop_server(s.user, s.name)
+            with contextlib.suppress(HubAPIError, TimeoutError):
+                await asyncio.wait_for(self.hub_api.stop_server(s.user, s.name), 10)
         deadline = time.monotonic() + hub.spec.stop_timeout_s
         while time.monotonic() < deadline:
             try:
-                left = await self.hub_api.servers()
-            except HubAPIError:
+                left = await asyncio.wait_for(self.hub_api.servers(), 10)
+            except (HubAPIError, TimeoutError):
                 break
             if not left:
                 return
             await asyncio.sleep(0.2)
         log.warning("user_servers_still_running", reason="not stopped in time")
+
+    async def _keep(self, comp: Component) -> bool:
+        keep = getattr(self.launcher, "keep_on_stop", None)
+        if keep is None or not comp.alive():
+            return False
+        try:
+            return bool(await asyncio.wait_for(keep(comp.spec), LAUNCHER_CALL_S))
+        except Exception as e:
+            log.warning("keep_on_stop_failed", component=comp.name, error=f"{type(e).__name__}: {e}")
+            return False
 
     async def _shutdown(self) -> None:
         if self.state != "failed":
@@ -530,20 +957,58 @@ class Supervisor:
         self.ready = False
         self.notify.stopping("stopping")
         log.info("stopping", keep_user_servers=self.keep_user_servers)
+        if self._chain is not None:
+            self._chain.cancel()
+        if self._reload is not None:
+            if self._reload.task is not None:
+                self._reload.task.cancel()
+            self._end_reload(self._reload, "interrupted", reason="hubsvc stopped during the reload")
+        in_flight = []
         for c in self.components:
-            if c.monitor is not None:
-                c.monitor.cancel()
+            for task in (c.action, c.probe):
+                if task is not None and not task.done():
+                    task.cancel()
+                    in_flight.append(task)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=KILL_WAIT_S)
+        # a launch that finished while we were stopping is still ours to stop
+        for ev in self._events:
+            if ev[0] == "started":
+                comp = self.by_name[ev[1]]
+                if ev[2] == comp.gen and comp.handle is None:
+                    comp.handle = ev[3]
+                else:
+                    self._orphan(comp, ev[3])
+        self._events = []
         for c in reversed(self.components):
-            if c.handle is None or c.handle.returncode is not None:
+            if c.watcher is not None:
+                c.watcher.cancel()
+            if not c.alive():
                 if c.state is not State.FAILED:
                     c.state = State.STOPPED
                 continue
+            if await self._keep(c):
+                log.info("component_kept", component=c.name, pid=c.handle.pid if c.handle else None,
+                         reason="the service restarts; it keeps running for the next supervisor")
+                c.state = State.STOPPED
+                continue
+            failed = c.state is State.FAILED
             self._set(c, State.STOPPING, f"stopping {c.name}")
             if c.name == "hub" and not self.keep_user_servers:
                 await self._stop_user_servers()
-            await self._terminate(c)
-            c.state = State.STOPPED
+            await self._terminate(c, c.handle)
+            c.state = State.FAILED if failed else State.STOPPED
         if self.state != "failed":
             self.state = "stopped"
         self.publish()
         log.info("stopped")
+
+
+def _read_or_none(path: Any) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None

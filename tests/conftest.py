@@ -1,5 +1,5 @@
 """Each test is marked by the folder it lives in, so every group runs on its own:
-`pytest -m unit`, `-m integration`, `-m system`, `-m slurm`, `-m security`."""
+`pytest -m unit`, `-m integration`, `-m system`, `-m slurm`, `-m security`, `-m chaos`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-_GROUPS = ("unit", "integration", "system", "slurm", "security")
+_GROUPS = ("unit", "integration", "system", "slurm", "security", "chaos")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

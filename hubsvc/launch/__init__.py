@@ -25,6 +25,19 @@ class Handle(Protocol):
 class Launcher(Protocol):
     async def start(self, spec: ComponentSpec, sink: Sink) -> Handle: ...
 
+    # Optional (the supervisor looks them up with getattr; every call is bounded in time):
+    #
+    # async def adopt(self, spec: ComponentSpec, sink: Sink) -> Handle | None
+    #     A component still running from before this supervisor started (e.g. CHP kept
+    #     across `systemctl restart hubsvc`), or None. An adopted handle counts only once
+    #     the component's own readiness probe passes; otherwise it is stopped and started
+    #     afresh. For CHP that probe is its API answering hubsvc's token; the hub's routes
+    #     are then re-synced once the hub is ready.
+    #
+    # async def keep_on_stop(self, spec: ComponentSpec) -> bool
+    #     True when this stop is really a restart of the service and the component should
+    #     be left running for the next supervisor to adopt.
+
 
 def pid_is_stopped(pid: int) -> bool:
     """True when the process is stopped (SIGSTOP/SIGTSTP) and cannot act on SIGTERM."""

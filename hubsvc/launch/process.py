@@ -64,3 +64,9 @@ class ProcessLauncher:
             preexec_fn=_in_child,
         )
         return ProcessHandle(proc)
+
+    async def adopt(self, spec: ComponentSpec, sink: Sink) -> ProcessHandle | None:
+        return None  # children die with their supervisor (PDEATHSIG): nothing to adopt
+
+    async def keep_on_stop(self, spec: ComponentSpec) -> bool:
+        return False

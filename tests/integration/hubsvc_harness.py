@@ -277,7 +277,9 @@ class Instance:
 
     # ---- hub API as the test service ---------------------------------------------------
     def api_call(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        with httpx.Client(trust_env=False, timeout=10) as c:
+        # longer than the hub's own slow_spawn_timeout (10 s): on a loaded machine a spawn
+        # request is answered (202) only after it
+        with httpx.Client(trust_env=False, timeout=30) as c:
             return c.request(method, f"{self.hub}/hub/api/{path}",
                              headers={"Authorization": f"token {TEST_TOKEN}"}, **kw)
 

@@ -1,5 +1,5 @@
-"""SIGHUP (what `systemctl reload hubsvc` sends): re-read the config, restart only what
-changed, reject a bad file while everything keeps running."""
+"""SIGHUP and `hubsvc reload` (what `systemctl reload hubsvc` runs): re-read the config,
+restart only what changed, refuse a bad file while everything keeps running."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 def reload_and_wait(inst: Instance, timeout: float = 60) -> dict[str, Any]:
-    before = inst.status().get("last_reload", {}).get("at", 0)
+    before = inst.status().get("last_reload", {}).get("id", 0)
     n_ready = inst.notify.lines().count("READY=1")
     inst.proc.send_signal(signal.SIGHUP)
-    st = inst.wait_status(lambda s: s.get("last_reload", {}).get("at", 0) > before and s["ready"],
-                          timeout)
+    st = inst.wait_status(lambda s: s.get("last_reload", {}).get("id", 0) > before and s["ready"]
+                          and s["last_reload"]["outcome"] != "in_progress", timeout)
     deadline = time.monotonic() + 5
     while inst.notify.lines().count("READY=1") <= n_ready and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -87,7 +87,7 @@ def test_bad_reload_is_rejected_and_nothing_restarts(hubsvc: Instance, bad: str)
     hubsvc.config.write_text(good + bad if bad.startswith("[health]") else bad)
     n_ready = hubsvc.notify.lines().count("READY=1")
     hubsvc.proc.send_signal(signal.SIGHUP)
-    st = hubsvc.wait_status(lambda s: "last_reload" in s, 30)
+    st = hubsvc.wait_status(lambda s: s.get("last_reload", {}).get("outcome") == "refused", 60)
     assert st["last_reload"]["ok"] is False and st["ready"] is True
     assert pids(hubsvc) == before
     assert "reload_rejected" in hubsvc.log_text()
@@ -106,3 +106,23 @@ def test_bad_reload_is_rejected_and_nothing_restarts(hubsvc: Instance, bad: str)
     hubsvc.config.write_text(good)
     st = reload_and_wait(hubsvc)
     assert st["last_reload"]["ok"] is True
+
+
+def test_reload_command_waits_for_its_outcome(hubsvc: Instance) -> None:
+    """`hubsvc reload` (ExecReload=): 0 when applied, 1 with the field when refused."""
+    before = pids(hubsvc)
+    cmd = [str(HUBSVC), "reload", "--config", str(hubsvc.config), "--timeout", "120"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and "applied; restarted: nothing" in r.stdout, r.stderr
+    good = hubsvc.config.read_text()
+    hubsvc.overrides = {"restart": {"max_restarts_total": 1}}
+    hubsvc.config.write_text(hubsvc.toml())
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    finally:
+        hubsvc.config.write_text(good)
+    assert r.returncode == 1 and "refused" in r.stderr and "max_restarts_total" in r.stderr
+    assert pids(hubsvc) == before
+    st = hubsvc.status()
+    assert st["last_reload"]["outcome"] == "refused" and st["last_reload"]["id"] == 2
+    assert st["ready"] is True

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from hubsvc.config import Restart
 from hubsvc.policy import RestartTracker
 
@@ -31,3 +35,29 @@ def test_failures_outside_window_are_forgotten_and_backoff_resets() -> None:
 def test_zero_budget_gives_up_at_first_failure() -> None:
     t = RestartTracker(Restart(max_restarts=0))
     assert t.decide(0).give_up
+
+
+def test_total_budget_gives_up_when_components_fail_in_turn() -> None:
+    from hubsvc.policy import decide
+
+    pol = Restart(max_restarts=3, max_restarts_total=4, window_s=60)
+    proxy, hub, total = RestartTracker(pol), RestartTracker(pol), RestartTracker(pol, total=True)
+    out = [decide(proxy if i % 2 else hub, total, float(i)) for i in range(5)]
+    assert [d.give_up for d in out] == [False, False, False, False, True]
+    assert out[-1].scope == "total" and out[-1].budget == 4 and out[-1].attempt == 5
+
+
+def test_total_budget_defaults_to_twice_max_restarts() -> None:
+    assert Restart(max_restarts=5).total_budget == 10
+    assert Restart(max_restarts=5, max_restarts_total=7).total_budget == 7
+
+
+def test_total_budget_below_component_budget_is_refused_naming_the_field(tmp_path: Path) -> None:
+    from hubsvc import config
+
+    f = tmp_path / "hubsvc.toml"
+    f.write_text("[restart]\nmax_restarts = 5\nmax_restarts_total = 3\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f)
+    text = str(e.value)
+    assert "restart" in text and "max_restarts_total (3) is below max_restarts (5)" in text
