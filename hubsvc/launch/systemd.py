@@ -245,9 +245,12 @@ class SystemdLauncher:
 
     @staticmethod
     def launch_doc(spec: ComponentSpec) -> dict[str, Any]:
-        """The command line `hubsvc exec` runs inside the unit (no secret in it)."""
+        """The command line `hubsvc exec` runs inside the unit (no secret in it), and the
+        version of the program it names: an upgrade that brings another CHP must not
+        adopt the old one (same path, new files on disk)."""
         return {"argv": spec.argv, "cwd": str(spec.cwd),
-                "env": {k: v for k, v in spec.env.items() if k in ("PATH", "LANG", "LC_ALL")}}
+                "env": {k: v for k, v in spec.env.items() if k in ("PATH", "LANG", "LC_ALL")},
+                "version": program_version(spec.argv[0])}
 
     def write_launch(self, spec: ComponentSpec) -> Path:
         path = self.runtime_dir / f"{spec.name}.launch.json"
@@ -341,6 +344,20 @@ class SystemdLauncher:
         if self._bus is not None:
             self._bus.close()
             self._bus = None
+
+
+def program_version(program: str) -> str | None:
+    """"name version" of the npm package a program comes from (CHP's bin script sits in
+    node_modules/configurable-http-proxy/bin/), None for anything else."""
+    try:
+        path = Path(program).resolve()
+    except OSError:
+        return None
+    for parent in list(path.parents)[:2]:
+        doc = _read_json(parent / "package.json")
+        if isinstance(doc, dict) and doc.get("name") and doc.get("version"):
+            return f"{doc['name']} {doc['version']}"
+    return None
 
 
 def _read_json(path: Path) -> Any:

@@ -1,5 +1,6 @@
-"""hubsvc.launch.systemd: when hubsvc.service's ExecStopPost leaves the component units for
-the next supervisor (pure; the real systemd 252 behaviour is in tests/system)."""
+"""hubsvc.launch.systemd, the pure parts: when hubsvc.service's ExecStopPost leaves the
+component units for the next supervisor, and what a unit must match to be adopted.
+(The real systemd 252 behaviour is in tests/system.)"""
 
 from __future__ import annotations
 
@@ -38,3 +39,26 @@ def test_no_restart_follows_a_clean_exit_a_config_error_or_restart_no() -> None:
     assert not successor_follows(None, {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited",
                                         "EXIT_STATUS": "78"}, "on-failure")
     assert not successor_follows(None, KILLED, "no")
+
+
+def test_the_launch_doc_names_chps_version(tmp_path) -> None:
+    """An upgrade that brings another CHP at the same path is not adopted: the version
+    is part of what must match."""
+    import json
+    import os
+
+    from hubsvc.launch.systemd import program_version
+
+    pkg = tmp_path / "node_modules" / "configurable-http-proxy"
+    (pkg / "bin").mkdir(parents=True)
+    (pkg / "bin" / "configurable-http-proxy").write_text("#!/usr/bin/env node\n")
+    (pkg / "package.json").write_text(json.dumps({"name": "configurable-http-proxy",
+                                                  "version": "5.3.0"}))
+    (tmp_path / "node_modules" / ".bin").mkdir()
+    link = tmp_path / "node_modules" / ".bin" / "configurable-http-proxy"
+    os.symlink("../configurable-http-proxy/bin/configurable-http-proxy", link)
+    assert program_version(str(link)) == "configurable-http-proxy 5.3.0"
+    (pkg / "package.json").write_text(json.dumps({"name": "configurable-http-proxy",
+                                                  "version": "5.4.0"}))
+    assert program_version(str(link)) == "configurable-http-proxy 5.4.0"
+    assert program_version(str(tmp_path / "nothing")) is None
