@@ -51,7 +51,6 @@ JOB = b"org.freedesktop.systemd1.Job"
 UNITS = {"proxy": "hubsvc-proxy.service", "hub": "hubsvc-hub.service"}
 RUNTIME_DIR = Path("/run/hubsvc")  # where the shipped units load their credentials from
 STATE_DIR = Path("/var/lib/hubsvc")
-CREDENTIALS_DIR = Path("/run/credentials")  # systemd's copy of each unit's credentials
 # Components a new supervisor may take over running. CHP's whole configuration is its
 # command line (the launch credential) plus its token, both checked before adoption. The
 # hub is not: it also reads the admin's JupyterHub config at start, which a restart is
@@ -292,7 +291,8 @@ class SystemdLauncher:
 
     async def adopt(self, spec: ComponentSpec, sink: Sink) -> UnitHandle | None:
         """The component's unit left running by the previous supervisor (a restart or an
-        upgrade of hubsvc), when it runs exactly the command line this config gives;
+        upgrade of hubsvc), when it runs exactly the command line (and program version)
+        this config gives;
         otherwise None (the caller starts it afresh). The caller still checks that it
         answers with the current token before relying on it."""
         name = UNITS[spec.name]
@@ -301,13 +301,15 @@ class SystemdLauncher:
         path, pid = self._active_pid(name)
         if not pid:
             return None
-        running = _read_json(CREDENTIALS_DIR / name / "launch")
+        # What the unit runs is the launch file the previous supervisor wrote right before
+        # starting it (the unit's own copy under /run/credentials is hidden from this
+        # sandbox). /run/hubsvc survives a restart of hubsvc: RuntimeDirectoryPreserve=.
+        running = _read_json(self.runtime_dir / f"{spec.name}.launch.json")
         if running != json.loads(json.dumps(self.launch_doc(spec))):
             log.info("not_adopted", unit=name, pid=pid,
-                     reason="its command line differs from this config's"
-                     if running is not None else "its launch credential cannot be read")
+                     reason="its command line or version differs from this config's"
+                     if running is not None else "its launch file is gone")
             return None
-        self.write_launch(spec)  # the same content: what a later restart of the unit loads
         log.info("adopted_unit", unit=name, pid=pid)
         return UnitHandle(self.bus, name, path, pid)
 
