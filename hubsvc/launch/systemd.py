@@ -106,6 +106,7 @@ class Bus:
         # hold every one for the bus's lifetime, or the next signal calls freed memory.
         self._callbacks: list[Callable[..., None]] = []
         self._jobs: dict[bytes, asyncio.Future[str]] = {}
+        self._closed = False
         loop.add_reader(self.bus.get_fd(), self.pump)
         with _bus_timeout(BUS_TIMEOUT_S):  # the first call fixes this connection's timeout
             self.call(MANAGER_PATH, MANAGER, b"Subscribe", b"", [])
@@ -123,8 +124,11 @@ class Bus:
     def close(self) -> None:
         self.loop.remove_reader(self.bus.get_fd())
         self.bus.close()
+        self._closed = True
 
     def pump(self) -> None:
+        if self._closed:  # a pump scheduled by call() after close()
+            return
         # sd-bus may read several messages at once; drain them (a no-op when idle)
         for _ in range(64):
             self.bus.process()

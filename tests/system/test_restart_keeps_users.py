@@ -33,6 +33,8 @@ PASSWORD = "Keep-me-connected-9"
 MAIN, PROXY, HUB = "hubsvc.service", "hubsvc-proxy.service", "hubsvc-hub.service"
 SERVER = f"jupyter-{USER}-singleuser.service"
 STATE: dict = {}
+# systemd's catalog ids: "Deactivated successfully", "Failed with result"
+UNIT_SUCCESS, UNIT_FAILURE = "7ad2d189f7e94e70a38c781354912448", "d9b373ed55a64feb8242e02dbe79a49c"
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +152,18 @@ def test_stop_is_ordered_users_servers_first_and_leaves_nothing(m: Machine) -> N
     # to stop, the hub stopped before the proxy was asked to; both while hubsvc stopped
     text = m.out(f"journalctl -o json --no-pager --after-cursor='{cursor}' "
                  f"-u {MAIN} -u {PROXY} -u {HUB} -u {SERVER}")
-    seq = []
+    seq = []  # (unit, "stopping" | "stopped") as systemd logged them
     for line in text.splitlines():
         e = json.loads(line)
-        if e.get("_PID") == "1" and e.get("JOB_TYPE") == "stop" and e.get("UNIT"):
-            seq.append((e["UNIT"], "stopped" if e.get("JOB_RESULT") else "stopping"))
+        unit, msg = e.get("UNIT"), e.get("MESSAGE")
+        if e.get("_PID") != "1" or not unit or not isinstance(msg, str):
+            continue
+        if (e.get("JOB_TYPE") == "stop" and not e.get("JOB_RESULT")) or (
+                "Sent signal SIGTERM" in msg):  # a stop job, or KillUnit from hubsvc
+            seq.append((unit, "stopping"))
+        elif (e.get("JOB_TYPE") == "stop" and e.get("JOB_RESULT")) or e.get("MESSAGE_ID") in (
+                UNIT_SUCCESS, UNIT_FAILURE):
+            seq.append((unit, "stopped"))
     print("stop sequence:", seq)
 
     def at(unit: str, what: str) -> int:
