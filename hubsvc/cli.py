@@ -54,13 +54,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems([launcher], str(cfg.source))
         return EX_CONFIG
     survival.warn_in_background(cfg, launcher)
-    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
-    if launcher == "systemd":
-        # a component unit still running (the proxy kept across `systemctl restart hubsvc`)
-        # holds its own ports: the supervisor adopts it or replaces it
-        from .launch.systemd import running_unit_ports
+    skip: set[str] = set()
+    if "INVOCATION_ID" in os.environ:
+        # component units still running (the proxy kept across `systemctl restart hubsvc`)
+        from .launch.systemd import units_at_start
 
-        problems = [p for p in problems if p.field not in running_unit_ports()]
+        skip = units_at_start(launcher)
+    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
+    problems = [p for p in problems if p.field not in skip]
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG

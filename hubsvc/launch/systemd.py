@@ -436,6 +436,14 @@ def _restart_setting() -> str:
         return "no"
 
 
+async def _stop_all() -> list[str]:
+    launcher = SystemdLauncher()
+    try:
+        return await launcher.stop_leftovers()
+    finally:
+        launcher.close()
+
+
 def stop_post(env: Mapping[str, str]) -> int:
     """`hubsvc exec stop-post`, hubsvc.service's ExecStopPost: the supervisor is gone.
     Stop the component units unless a new supervisor follows to adopt or replace them —
@@ -448,15 +456,8 @@ def stop_post(env: Mapping[str, str]) -> int:
     if follows:
         return 0
 
-    async def stop() -> list[str]:
-        launcher = SystemdLauncher()
-        try:
-            return await launcher.stop_leftovers()
-        finally:
-            launcher.close()
-
     try:
-        stopped = asyncio.run(stop())
+        stopped = asyncio.run(_stop_all())
     except Exception as e:
         print(f"hubsvc stop-post: could not stop the component units: {e}", flush=True)
         return 1
@@ -502,6 +503,18 @@ def usable(state_dir: Path, runtime_dir: Path) -> str | None:
 _UNIT_PORTS = {"proxy": ("ports.public", "ports.api"), "hub": ("ports.hub",)}
 
 
-def running_unit_ports() -> set[str]:
-    """The port checks to skip at start: ports held by component units still running."""
-    return {port for comp in running_units() for port in _UNIT_PORTS[comp]}
+def units_at_start(launcher: str) -> set[str]:
+    """`hubsvc run` under systemd, before its port preflight: the port checks to skip.
+    Component units still running (the proxy kept across `systemctl restart hubsvc`) hold
+    their own ports: with the systemd launcher the supervisor adopts or replaces them;
+    with another launcher (the config switched launchers) they are stopped here."""
+    running = running_units()
+    if launcher == "systemd" or not running:
+        return {port for comp in running for port in _UNIT_PORTS[comp]}
+
+    log.warning("stopping_component_units", units=sorted(running), launcher=launcher)
+    try:
+        asyncio.run(_stop_all())
+    except Exception as e:  # the port preflight then names what holds the ports
+        log.warning("component_units_not_stopped", error=str(e))
+    return set()
