@@ -45,14 +45,13 @@ MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 PROPS = b"org.freedesktop.DBus.Properties"
-
 JOB = b"org.freedesktop.systemd1.Job"
 
 UNITS = {"proxy": "hubsvc-proxy.service", "hub": "hubsvc-hub.service"}
 RUNTIME_DIR = Path("/run/hubsvc")  # where the shipped units load their credentials from
 STATE_DIR = Path("/var/lib/hubsvc")
 # Components a new supervisor may take over running. CHP's whole configuration is its
-# command line (the launch credential) plus its token, both checked before adoption. The
+# command line (the launch file) plus its token, both checked before adoption. The
 # hub is not: it also reads the admin's JupyterHub config at start, which a restart is
 # meant to apply, so it is always replaced.
 ADOPTABLE = ("proxy",)
@@ -295,10 +294,10 @@ class SystemdLauncher:
 
     async def adopt(self, spec: ComponentSpec, sink: Sink) -> UnitHandle | None:
         """The component's unit left running by the previous supervisor (a restart or an
-        upgrade of hubsvc), when it runs exactly the command line (and program version)
-        this config gives;
-        otherwise None (the caller starts it afresh). The caller still checks that it
-        answers with the current token before relying on it."""
+        upgrade of hubsvc), when it runs exactly the command line and program version
+        this config gives; otherwise None (the caller starts it afresh, and `start` stops
+        the leftover first). The caller still checks that it answers with the current
+        token before relying on it."""
         name = UNITS[spec.name]
         if spec.name not in ADOPTABLE:
             return None
