@@ -178,3 +178,27 @@ def test_stop_is_ordered_users_servers_first_and_leaves_nothing(m: Machine) -> N
     assert not left, left
     wait_until(lambda: any(e["event"] == "closed" for e in events()), 30,
                "the WebSocket client to see the stop")
+
+
+def test_doctor_names_spawners_whose_servers_die_with_hubsvc(m: Machine) -> None:
+    """LocalProcessSpawner with launcher "process": servers live in hubsvc.service's cgroup
+    (KillMode=mixed). The packaged setup (SystemdSpawner, launcher "systemd") is fine."""
+
+    def finding() -> dict:
+        doc = json.loads(m.run("hubsvc doctor --json", check=False, timeout=120).stdout)
+        found = [f for f in doc["findings"] if f["id"] == "systemd.user_servers"]
+        assert len(found) == 1, doc["findings"]
+        return found[0]
+
+    assert finding()["severity"] == "ok"
+    m.run("cp /etc/hubsvc/jupyterhub_config.py /root/jc.good && cp /etc/hubsvc/hubsvc.toml /root/ht.good")
+    try:
+        m.run("echo 'c.JupyterHub.spawner_class = \"localprocess\"' >> /etc/hubsvc/jupyterhub_config.py")
+        assert finding()["severity"] == "ok"  # the hub's unit keeps them: KillMode=process
+        m.run("""sed -i '/^\\[supervisor\\]/a launcher = "process"' /etc/hubsvc/hubsvc.toml""")
+        f = finding()
+        assert f["severity"] == "warning", f
+        assert "KillMode=mixed" in f["evidence"] and "LocalProcessSpawner" in f["evidence"]
+        assert 'launcher = "systemd"' in f["fix"] and 'spawner_class = "systemd"' in f["fix"]
+    finally:
+        m.run("cp /root/jc.good /etc/hubsvc/jupyterhub_config.py && cp /root/ht.good /etc/hubsvc/hubsvc.toml")
