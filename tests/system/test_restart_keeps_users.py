@@ -3,7 +3,8 @@ default): a WebSocket held open to a user's kernel through the public port survi
 `systemctl restart hubsvc` and `rpm -U`, CHP keeps its pid (the new supervisor adopts it),
 the hub is replaced. `systemctl stop hubsvc` still stops everything, in order: with
 user_servers_on_stop = "stop" the user's server first, then the hub, then the proxy — the
-hub is stopped by hubsvc, not by systemd at the same moment as hubsvc.
+hub is stopped by hubsvc, not by systemd at the same moment as hubsvc. Last, with hubsvc
+stopped, `hubsvc doctor` names the one configuration whose users' servers die with hubsvc.
 
 Runs on the session's container after test_component_units.py (which erases the package
 again) and cleans up after itself the same way. One scenario, each test building on the
