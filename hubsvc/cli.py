@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__, config, preflight, status
+from . import __version__, config, preflight, status, survival
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
 
@@ -53,20 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(launcher, Problem):
         _print_problems([launcher], str(cfg.source))
         return EX_CONFIG
-    if launcher == "systemd":
-        # component units left running (a killed supervisor, a restart systemd propagated
-        # through BindsTo=) would hold the ports: start from a clean slate
-        import structlog
+    survival.warn_in_background(cfg, launcher)
+    skip: set[str] = set()
+    if "INVOCATION_ID" in os.environ:
+        # component units still running (the proxy kept across `systemctl restart hubsvc`)
+        from .launch.systemd import units_at_start
 
-        from .launch.systemd import stop_leftover_units
-
-        left = asyncio.run(stop_leftover_units(cfg.paths.runtime_dir))
-        if left:
-            structlog.get_logger("hubsvc").warning("stopped_leftover_units", units=left)
+        skip = units_at_start(launcher)
     from . import tls
 
     problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
     problems += tls.preflight_problems(cfg)
+    problems = [p for p in problems if p.field not in skip]
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
-from . import doctor_tls, hubconfig, ports
+from . import doctor_tls, hubconfig, ports, survival
 from . import status as status_mod
 from .commands import bundled_dirs, search_path
 from .config import Config, ConfigError, Endpoint, load, parse_endpoint, resolve_path
@@ -1688,7 +1688,8 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
                 return out
             probe = run_hub_probe(ctx, py)
             out += hub_findings(ctx, py, probe)
-            return out + _scheduler_findings(ctx, probe)
+            return out + _scheduler_findings(ctx, probe) + survival.findings(
+                ctx.cfg, probe, ctx.status if ctx.supervisor_alive else None)
 
         f_hub = ex.submit(_guard, hub_chain, "hub.command", "programs")
         f_service = ex.submit(_guard, lambda: check_service(ctx), "service", "service")

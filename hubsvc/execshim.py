@@ -1,4 +1,5 @@
 """`hubsvc exec proxy|hub`: the ExecStart of the component units.
+(`hubsvc exec stop-post` is hubsvc.service's ExecStopPost: see launch.systemd.stop_post.)
 
 Executes the command line the supervisor built (same `ComponentSpec.argv` as the process
 launcher), read from the systemd credential `launch`; CHP's token comes from the
@@ -26,8 +27,13 @@ def credential_paths(argv: list[str], creds: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["stop-post"]:
+        from .launch.systemd import stop_post
+
+        return stop_post(os.environ)
     if len(argv) != 1 or argv[0] not in ("proxy", "hub"):
-        print("usage: hubsvc exec proxy|hub  (the ExecStart of hubsvc-proxy/hubsvc-hub.service)",
+        print("usage: hubsvc exec proxy|hub|stop-post  (the ExecStart of hubsvc-proxy/"
+              "hubsvc-hub.service, the ExecStopPost of hubsvc.service)",
               file=sys.stderr)
         return EX_USAGE
     component = argv[0]

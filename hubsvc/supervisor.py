@@ -980,6 +980,9 @@ class Supervisor:
                 else:
                     self._orphan(comp, ev[3])
         self._events = []
+        # Asked once, before anything stops: a component kept means the service restarts,
+        # and a restart never stops users' servers, whatever user_servers_on_stop says.
+        kept = {c.name for c in self.components if await self._keep(c)}
         for c in reversed(self.components):
             if c.watcher is not None:
                 c.watcher.cancel()
@@ -987,14 +990,14 @@ class Supervisor:
                 if c.state is not State.FAILED:
                     c.state = State.STOPPED
                 continue
-            if await self._keep(c):
+            if c.name in kept:
                 log.info("component_kept", component=c.name, pid=c.handle.pid if c.handle else None,
                          reason="the service restarts; it keeps running for the next supervisor")
                 c.state = State.STOPPED
                 continue
             failed = c.state is State.FAILED
             self._set(c, State.STOPPING, f"stopping {c.name}")
-            if c.name == "hub" and not self.keep_user_servers:
+            if c.name == "hub" and not self.keep_user_servers and not kept:
                 await self._stop_user_servers()
             await self._terminate(c, c.handle)
             c.state = State.FAILED if failed else State.STOPPED

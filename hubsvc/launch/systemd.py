@@ -8,16 +8,25 @@ credential). The units have `Restart=no`: hubsvc stays the one restart authority
 
 State changes arrive as D-Bus signals (`PropertiesChanged` of each unit, after
 `Subscribe()`), read from the bus's file descriptor by the asyncio loop — no polling.
-Method calls are synchronous sd-bus calls to PID 1; each takes a millisecond or two.
+Method calls are synchronous sd-bus calls to PID 1; each takes a millisecond or two, and
+each is bounded (`SYSTEMD_BUS_TIMEOUT`): a PID 1 that does not answer cannot wedge hubsvc.
+
+The component units do not depend on hubsvc.service (no BindsTo=/PartOf=, which would
+propagate a restart of hubsvc to them): across `systemctl restart hubsvc` or an upgrade's
+try-restart the proxy keeps running (`keep_on_stop`) and the next supervisor adopts it
+(`adopt`), so users' open connections survive. On a real stop the supervisor stops them
+itself, in order; if it cannot (killed on its stop timeout), hubsvc.service's
+ExecStopPost (`hubsvc exec stop-post` → `stop_post`) does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +45,51 @@ MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 PROPS = b"org.freedesktop.DBus.Properties"
+JOB = b"org.freedesktop.systemd1.Job"
 
 UNITS = {"proxy": "hubsvc-proxy.service", "hub": "hubsvc-hub.service"}
 RUNTIME_DIR = Path("/run/hubsvc")  # where the shipped units load their credentials from
 STATE_DIR = Path("/var/lib/hubsvc")
+# Components a new supervisor may take over running. CHP's whole configuration is its
+# command line (the launch file) plus its token, both checked before adoption. The
+# hub is not: it also reads the admin's JupyterHub config at start, which a restart is
+# meant to apply, so it is always replaced.
+ADOPTABLE = ("proxy",)
+# systemd job types of hubsvc.service after which a new supervisor starts at once.
+# `systemctl restart` and the package's try-restart both give "restart" (try-restart of an
+# active unit collapses to restart); "try-restart" is listed for completeness.
+RESTART_JOBS = ("restart", "try-restart")
+# Every method call to PID 1 gives up after this (sd-bus's default is 25 s).
+BUS_TIMEOUT_S = 5.0
+JOB_QUERY_TIMEOUT_S = 2.0
+STOP_POST_TIMEOUT_S = 40.0
 # ExecMainCode values (siginfo si_code)
 _CLD_EXITED = 1
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@contextlib.contextmanager
+def _bus_timeout(seconds: float) -> Iterator[None]:
+    """sd-bus reads $SYSTEMD_BUS_TIMEOUT at a connection's first method call and keeps it for
+    that connection (pystemd exposes no setter). pystemd holds the GIL during a call, so
+    a thread cannot bound it: the connection itself must."""
+    old = os.environ.get("SYSTEMD_BUS_TIMEOUT")
+    os.environ["SYSTEMD_BUS_TIMEOUT"] = f"{seconds:g}s"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SYSTEMD_BUS_TIMEOUT", None)
+        else:
+            os.environ["SYSTEMD_BUS_TIMEOUT"] = old
+
+
+def _load_unit(bus: DBus, name: str) -> bytes:
+    return bytes(bus.call_method(DEST, MANAGER_PATH, MANAGER, b"LoadUnit",
+                                 apply_signature(b"s", [name.encode()])).body)
 
 
 class Bus:
@@ -61,8 +105,10 @@ class Bus:
         # hold every one for the bus's lifetime, or the next signal calls freed memory.
         self._callbacks: list[Callable[..., None]] = []
         self._jobs: dict[bytes, asyncio.Future[str]] = {}
+        self._closed = False
         loop.add_reader(self.bus.get_fd(), self.pump)
-        self.call(MANAGER_PATH, MANAGER, b"Subscribe", b"", [])
+        with _bus_timeout(BUS_TIMEOUT_S):  # the first call fixes this connection's timeout
+            self.call(MANAGER_PATH, MANAGER, b"Subscribe", b"", [])
 
         def on_job_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
             msg.process_reply(True)
@@ -77,8 +123,11 @@ class Bus:
     def close(self) -> None:
         self.loop.remove_reader(self.bus.get_fd())
         self.bus.close()
+        self._closed = True
 
     def pump(self) -> None:
+        if self._closed:  # a pump scheduled by call() after close()
+            return
         # sd-bus may read several messages at once; drain them (a no-op when idle)
         for _ in range(64):
             self.bus.process()
@@ -136,6 +185,9 @@ class UnitHandle:
         self.name = name
         self.path = path
         self.pid = pid
+        # KillMode=process (the hub's unit): the unit's other processes are users' servers
+        # of a spawner that runs them as the hub's children; a hung hub must not take them.
+        self._kill_mode = _s(bus.get(path, SERVICE, b"KillMode", b"s"))
         self._rc: int | None = None
         self._done: asyncio.Future[int] = bus.loop.create_future()
         bus.listen(path, self._on_change)
@@ -165,8 +217,9 @@ class UnitHandle:
     def signal(self, sig: int) -> None:
         if self._rc is not None:
             return
-        # a hung component gets SIGKILL for its whole unit, a stop request the main process
-        who = b"all" if sig == signal.SIGKILL else b"main"
+        # a hung component gets SIGKILL for its whole unit (unless the unit keeps its other
+        # processes on stop, KillMode=process), a stop request the main process only
+        who = b"all" if sig == signal.SIGKILL and self._kill_mode != "process" else b"main"
         try:
             self.bus.call(MANAGER_PATH, MANAGER, b"KillUnit", b"ssi",
                           [self.name.encode(), who, int(sig)])
@@ -192,22 +245,41 @@ class SystemdLauncher:
             self._bus = Bus(asyncio.get_running_loop())
         return self._bus
 
+    @staticmethod
+    def launch_doc(spec: ComponentSpec) -> dict[str, Any]:
+        """The command line `hubsvc exec` runs inside the unit (no secret in it), and the
+        version of the program it names: an upgrade that brings another CHP must not
+        adopt the old one (same path, new files on disk)."""
+        return {"argv": spec.argv, "cwd": str(spec.cwd),
+                "env": {k: v for k, v in spec.env.items() if k in ("PATH", "LANG", "LC_ALL")},
+                "version": program_version(spec.argv[0])}
+
     def write_launch(self, spec: ComponentSpec) -> Path:
-        """The command line `hubsvc exec` runs inside the unit (no secret in it)."""
-        doc = {"argv": spec.argv, "cwd": str(spec.cwd),
-               "env": {k: v for k, v in spec.env.items() if k in ("PATH", "LANG", "LC_ALL")}}
         path = self.runtime_dir / f"{spec.name}.launch.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
+        tmp.write_text(json.dumps(self.launch_doc(spec)))
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
         return path
 
-    async def start(self, spec: ComponentSpec, sink: Sink) -> UnitHandle:
-        name = UNITS[spec.name]
-        self.write_launch(spec)
+    def _active_pid(self, name: str) -> tuple[bytes, int]:
+        """The unit's object path and its main pid (0 unless it is active and running)."""
         bus = self.bus
         path = bus.unit_path(name)
+        if _s(bus.get(path, UNIT, b"ActiveState", b"s")) != "active":
+            return path, 0
+        return path, int(bus.get(path, SERVICE, b"MainPID", b"u"))
+
+    async def start(self, spec: ComponentSpec, sink: Sink) -> UnitHandle:
+        name = UNITS[spec.name]
+        bus = self.bus
+        path, leftover = self._active_pid(name)
+        if leftover:
+            # running from before this start (not adopted): a start is a fresh process
+            # with the command line written below, never the old one reused
+            log.warning("stopping_leftover_unit", unit=name, pid=leftover)
+            await self._stop_unit(name, spec.stop_timeout_s + 5)
+        self.write_launch(spec)
         if _s(bus.get(path, UNIT, b"ActiveState", b"s")) == "failed":
             bus.call(MANAGER_PATH, MANAGER, b"ResetFailedUnit", b"s", [name.encode()])
         try:
@@ -220,15 +292,56 @@ class SystemdLauncher:
         pid = int(bus.get(path, SERVICE, b"MainPID", b"u"))
         return UnitHandle(bus, name, path, pid)
 
+    async def adopt(self, spec: ComponentSpec, sink: Sink) -> UnitHandle | None:
+        """The component's unit left running by the previous supervisor (a restart or an
+        upgrade of hubsvc), when it runs exactly the command line and program version
+        this config gives; otherwise None (the caller starts it afresh, and `start` stops
+        the leftover first). The caller still checks that it answers with the current
+        token before relying on it."""
+        name = UNITS[spec.name]
+        if spec.name not in ADOPTABLE:
+            return None
+        path, pid = self._active_pid(name)
+        if not pid:
+            return None
+        # What the unit runs is the launch file the previous supervisor wrote right before
+        # starting it (the unit's own copy under /run/credentials is hidden from this
+        # sandbox). /run/hubsvc survives a restart of hubsvc: RuntimeDirectoryPreserve=.
+        running = _read_json(self.runtime_dir / f"{spec.name}.launch.json")
+        if running != json.loads(json.dumps(self.launch_doc(spec))):
+            log.info("not_adopted", unit=name, pid=pid,
+                     reason="its command line or version differs from this config's"
+                     if running is not None else "its launch file is gone")
+            return None
+        log.info("adopted_unit", unit=name, pid=pid)
+        return UnitHandle(self.bus, name, path, pid)
+
+    async def keep_on_stop(self, spec: ComponentSpec) -> bool:
+        """True when this stop of the supervisor is a restart (`systemctl restart hubsvc`,
+        an upgrade's try-restart) and the component is one the next supervisor adopts:
+        then it is left running. False on any doubt: a real stop stops everything."""
+        if spec.name not in ADOPTABLE:
+            return False
+        job = await asyncio.to_thread(own_job_type)
+        log.info("stop_job", job=job, keep=job in RESTART_JOBS, component=spec.name)
+        return job in RESTART_JOBS
+
+    async def _stop_unit(self, name: str, timeout: float) -> None:
+        try:
+            result = await self.bus.run_job(b"StopUnit", name, timeout)
+        except TimeoutError:
+            raise OSError(f"{name} did not stop within {timeout:g}s") from None
+        if result != "done":
+            raise OSError(f"systemd could not stop {name}: job {result}")
+
     async def stop_leftovers(self) -> list[str]:
-        """Stop component units left running (a supervisor that was killed, a restart that
-        systemd propagated): a fresh supervisor starts from a clean slate."""
+        """Stop the component units still running, the hub before the proxy."""
         stopped = []
-        for name in UNITS.values():
-            path = self.bus.unit_path(name)
-            if _s(self.bus.get(path, UNIT, b"ActiveState", b"s")) in ("inactive", "failed"):
+        for name in (UNITS["hub"], UNITS["proxy"]):
+            state = _s(self.bus.get(self.bus.unit_path(name), UNIT, b"ActiveState", b"s"))
+            if state in ("inactive", "failed"):
                 continue
-            await self.bus.run_job(b"StopUnit", name, 60)
+            await self._stop_unit(name, STOP_POST_TIMEOUT_S)
             stopped.append(name)
         return stopped
 
@@ -238,18 +351,123 @@ class SystemdLauncher:
             self._bus = None
 
 
-async def stop_leftover_units(runtime_dir: Path) -> list[str]:
-    launcher = SystemdLauncher(runtime_dir)
+def program_version(program: str) -> str | None:
+    """"name version" of the npm package a program comes from (CHP's bin script sits in
+    node_modules/configurable-http-proxy/bin/), None for anything else."""
+    try:
+        path = Path(program).resolve()
+    except OSError:
+        return None
+    for parent in list(path.parents)[:2]:
+        doc = _read_json(parent / "package.json")
+        if isinstance(doc, dict) and doc.get("name") and doc.get("version"):
+            return f"{doc['name']} {doc['version']}"
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def own_job_type() -> str | None:
+    """The type of the job systemd is running on the unit this process belongs to
+    ("stop", "restart", ...), None when there is none. Its own connection, each call
+    bounded by JOB_QUERY_TIMEOUT_S; any D-Bus error is None."""
+    try:
+        with _bus_timeout(JOB_QUERY_TIMEOUT_S), DBus() as bus:
+            unit = bytes(bus.call_method(DEST, MANAGER_PATH, MANAGER, b"GetUnitByPID",
+                                         apply_signature(b"u", [os.getpid()])).body)
+            job_id, job_path = bus.get_property(DEST, unit, UNIT, b"Job", b"(uo)")
+            if not job_id:
+                return None
+            return _s(bus.get_property(DEST, bytes(job_path), JOB, b"JobType", b"s"))
+    except Exception as e:  # no systemd, no such job any more, a timeout
+        log.debug("job_type_unknown", error=str(e))
+        return None
+
+
+def running_units() -> dict[str, int]:
+    """Component units active now ({component: main pid}), e.g. a proxy kept across a
+    restart of hubsvc for the next supervisor to adopt. Empty on any D-Bus error."""
+    out: dict[str, int] = {}
+    try:
+        with _bus_timeout(JOB_QUERY_TIMEOUT_S), DBus() as bus:
+            for comp, name in UNITS.items():
+                path = _load_unit(bus, name)
+                if _s(bus.get_property(DEST, path, UNIT, b"ActiveState", b"s")) == "active":
+                    out[comp] = int(bus.get_property(DEST, path, SERVICE, b"MainPID", b"u"))
+    except Exception as e:
+        log.debug("units_unknown", error=str(e))
+    return out
+
+
+def successor_follows(job_type: str | None, env: Mapping[str, str], restart: str) -> bool:
+    """Whether a new supervisor starts right after this stop of hubsvc.service, as seen by
+    its ExecStopPost: a restart job, or a failure that systemd's Restart= answers.
+
+    env is what systemd gives ExecStopPost ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS);
+    restart the unit's Restart= setting."""
+    if job_type in RESTART_JOBS:
+        return True
+    if job_type not in (None, "start"):  # stop (systemctl stop, rpm -e, shutdown), ...
+        return False
+    # no job (or its start failed): the supervisor ended on its own. A clean exit is not
+    # restarted; 78 (bad config) is in RestartPreventExitStatus=; other failures are,
+    # unless Restart=no. (If the start limit stops that restart, hubsvc.service fails and
+    # its OnFailure=hubsvc-stop.service stops the components.)
+    if env.get("SERVICE_RESULT", "success") == "success":
+        return False
+    if env.get("EXIT_CODE") == "exited" and env.get("EXIT_STATUS") == "78":
+        return False
+    return restart != "no"
+
+
+def _restart_setting() -> str:
+    try:
+        with _bus_timeout(JOB_QUERY_TIMEOUT_S), DBus() as bus:
+            unit = bytes(bus.call_method(DEST, MANAGER_PATH, MANAGER, b"GetUnitByPID",
+                                         apply_signature(b"u", [os.getpid()])).body)
+            return _s(bus.get_property(DEST, unit, SERVICE, b"Restart", b"s"))
+    except Exception:
+        return "no"
+
+
+async def _stop_all() -> list[str]:
+    launcher = SystemdLauncher()
     try:
         return await launcher.stop_leftovers()
     finally:
         launcher.close()
 
 
+def stop_post(env: Mapping[str, str]) -> int:
+    """`hubsvc exec stop-post`, hubsvc.service's ExecStopPost: the supervisor is gone.
+    Stop the component units unless a new supervisor follows to adopt or replace them —
+    so a supervisor killed on its stop timeout leaves nothing running."""
+    job = own_job_type()
+    follows = successor_follows(job, env, _restart_setting())
+    print(f"hubsvc stop-post: job={job or 'none'} result={env.get('SERVICE_RESULT', '?')} "
+          f"-> {'component units left for the next supervisor' if follows else 'stopping component units'}",
+          flush=True)
+    if follows:
+        return 0
+
+    try:
+        stopped = asyncio.run(_stop_all())
+    except Exception as e:
+        print(f"hubsvc stop-post: could not stop the component units: {e}", flush=True)
+        return 1
+    if stopped:
+        print(f"hubsvc stop-post: stopped {' '.join(stopped)}", flush=True)
+    return 0
+
+
 def unit_view(bus: DBus, name: str) -> dict[str, Any]:
     """systemd's own view of a unit (for `hubsvc status`), over an open DBus."""
-    path = bytes(bus.call_method(DEST, MANAGER_PATH, MANAGER, b"LoadUnit",
-                                 apply_signature(b"s", [name.encode()])).body)
+    path = _load_unit(bus, name)
     return {
         "unit": name,
         "active_state": _s(bus.get_property(DEST, path, UNIT, b"ActiveState", b"s")),
@@ -271,11 +489,31 @@ def usable(state_dir: Path, runtime_dir: Path) -> str | None:
     try:
         with DBus() as bus:
             for name in UNITS.values():
-                path = bytes(bus.call_method(DEST, MANAGER_PATH, MANAGER, b"LoadUnit",
-                                             apply_signature(b"s", [name.encode()])).body)
+                path = _load_unit(bus, name)
                 state = _s(bus.get_property(DEST, path, UNIT, b"LoadState", b"s"))
                 if state != "loaded":
                     return f"{name} is {state} (is the package installed completely?)"
     except Exception as e:
         return f"cannot talk to systemd over D-Bus: {e}"
     return None
+
+
+# the doctor's port checks each component's own listeners answer to
+_UNIT_PORTS = {"proxy": ("ports.public", "ports.api"), "hub": ("ports.hub",)}
+
+
+def units_at_start(launcher: str) -> set[str]:
+    """`hubsvc run` under systemd, before its port preflight: the port checks to skip.
+    Component units still running (the proxy kept across `systemctl restart hubsvc`) hold
+    their own ports: with the systemd launcher the supervisor adopts or replaces them;
+    with another launcher (the config switched launchers) they are stopped here."""
+    running = running_units()
+    if launcher == "systemd" or not running:
+        return {port for comp in running for port in _UNIT_PORTS[comp]}
+
+    log.warning("stopping_component_units", units=sorted(running), launcher=launcher)
+    try:
+        asyncio.run(_stop_all())
+    except Exception as e:  # the port preflight then names what holds the ports
+        log.warning("component_units_not_stopped", error=str(e))
+    return set()
