@@ -15,6 +15,7 @@ import sys
 
 EX_USAGE = 64
 EX_CONFIG = 78
+MIN_SECRET_LENGTH = 32  # as secrets.MIN_LENGTH; not imported: this runs at every unit start
 # hubsvc writes the certificate and key CHP reads here (hubsvc.tls); the proxy unit loads
 # the directory as credentials named tls_<file> (LoadCredential=tls:/run/hubsvc/tls).
 TLS_DIR = "/run/hubsvc/tls/"
@@ -50,6 +51,12 @@ def main(argv: list[str]) -> int:
         if component == "proxy":
             with open(os.path.join(creds, "proxy_token")) as f:
                 env["CONFIGPROXY_AUTH_TOKEN"] = f.read().strip()
+            # CHP with an empty token serves its REST API to anyone on the host
+            if len(env["CONFIGPROXY_AUTH_TOKEN"]) < MIN_SECRET_LENGTH:
+                print("hubsvc exec proxy: the proxy_token credential is empty or short; CHP is "
+                      "never started without a token (fix: remove /var/lib/hubsvc/proxy_auth_token "
+                      "and restart hubsvc, which creates a fresh one)", file=sys.stderr)
+                return EX_CONFIG
         argv_child = [str(a) for a in launch["argv"]]
         if component == "proxy":
             argv_child = credential_paths(argv_child, creds)
