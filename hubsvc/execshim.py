@@ -13,9 +13,10 @@ import json
 import os
 import sys
 
+from .secrets import MIN_LENGTH  # stdlib-only module: cheap at every unit start
+
 EX_USAGE = 64
 EX_CONFIG = 78
-MIN_SECRET_LENGTH = 32  # as secrets.MIN_LENGTH; not imported: this runs at every unit start
 # hubsvc writes the certificate and key CHP reads here (hubsvc.tls); the proxy unit loads
 # the directory as credentials named tls_<file> (LoadCredential=tls:/run/hubsvc/tls).
 TLS_DIR = "/run/hubsvc/tls/"
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
             with open(os.path.join(creds, "proxy_token")) as f:
                 env["CONFIGPROXY_AUTH_TOKEN"] = f.read().strip()
             # CHP with an empty token serves its REST API to anyone on the host
-            if len(env["CONFIGPROXY_AUTH_TOKEN"]) < MIN_SECRET_LENGTH:
+            if len(env["CONFIGPROXY_AUTH_TOKEN"]) < MIN_LENGTH:
                 print("hubsvc exec proxy: the proxy_token credential is empty or short; CHP is "
                       "never started without a token (fix: remove /var/lib/hubsvc/proxy_auth_token "
                       "and restart hubsvc, which creates a fresh one)", file=sys.stderr)
