@@ -3,6 +3,7 @@ the hub's bind_url (so they work while CHP is down)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -93,3 +94,17 @@ class HubAPI:
     async def stop_server(self, user: str, name: str = "") -> None:
         path = f"users/{user}/servers/{name}" if name else f"users/{user}/server"
         await self._call("DELETE", path)
+
+
+async def resync_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
+    """Ask the hub to re-sync CHP's table (POST /hub/api/proxy): (ok, what happened)."""
+    url = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/proxy"
+    t = time.monotonic()
+    try:
+        r = await client.post(url, headers={"Authorization": f"token {hub_token}"}, timeout=10.0)
+    except httpx.HTTPError as e:
+        return False, f"POST /hub/api/proxy failed: {type(e).__name__}: {e}"
+    ms = (time.monotonic() - t) * 1000
+    if r.status_code != 200:
+        return False, f"POST /hub/api/proxy answered {r.status_code}"
+    return True, f"re-synced the proxy's routes from the hub (POST /hub/api/proxy, {ms:.0f} ms)"

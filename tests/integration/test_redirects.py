@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from hubsvc import config
-from hubsvc.redirects import Verdict, add_arguments, probe_spawn, run_cli
+from hubsvc.probe import Verdict, add_arguments, probe_spawn, run_cli
 from hubsvc.routewatch import LoopWatch, check_and_repair, check_routes
 
 from .hubsvc_harness import REPO, TEST_TOKEN, Instance, free_port

@@ -8,7 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from hubsvc.redirects import BROWSER_REDIRECT_LIMIT, Facts, Walker
+from hubsvc.probe import BROWSER_REDIRECT_LIMIT, Facts, Walk
+from hubsvc.probe.walker import Walker
 
 pytestmark = pytest.mark.unit
 PUB = "http://127.0.0.1:8000"
@@ -22,7 +23,9 @@ def facts() -> Facts:
 def walk(handler, start: str):
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
-            return await Walker(c, facts(), headers={}).walk(start)
+            w = Walk()
+            await Walker(c, facts()).follow(start, w)
+            return w
 
     return asyncio.run(go())
 
