@@ -365,7 +365,9 @@ def _server_self_default(f: Facts) -> str | None:
     if s is None or s.spawner_default_url is None:
         return None
     du = s.spawner_default_url
-    if du.strip() in ("/", "") or path_of(du) == f.user_prefix:
+    # '/' is served as the server's own root page (measured: 200, no redirect); only the
+    # server's full prefix written as its default_url names itself
+    if path_of(du).rstrip("/") == f.user_prefix.rstrip("/"):
         return f"c.Spawner.default_url = {du!r}" + (f" ({s.source})" if s.source else "")
     return None
 
@@ -460,8 +462,7 @@ RULES: list[Rule] = [
     self_redirect, oauth_cycle, hub_unreachable, session_refused,
 ]
 # The rules whose cause the effective JupyterHub config shows on its own (doctor).
-CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop,
-                            self_redirect]
+CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop]
 
 
 def diagnose(w: Walk, f: Facts) -> Diagnosis:
