@@ -10,8 +10,7 @@ import pytest
 from tornado.web import decode_signed_value
 
 from hubsvc import config
-from hubsvc.probe import Facts, FlowSettings, ProbeUsageError, config_diagnoses, diagnose
-from hubsvc.probe import rules, session
+from hubsvc.probe import Facts, FlowSettings, ProbeUsageError, config_diagnoses, diagnose, rules, session
 from hubsvc.probe.model import Hop, Walk
 from hubsvc.probe.spawn import token_scopes
 
