@@ -254,6 +254,12 @@ class Probe:
             self.add_session(walker, w)
             r = await walker.follow(self._pub("hub/login"), w, step="landing")
         for _ in range(MAX_CONTINUATIONS):
+            if w.final is not None and w.final.step in ("spawn", "spawn-pending") and (
+                    r is None or (w.final.status or 0) >= 400):
+                # the hub's spawn pages failed or did not answer in time: the progress
+                # API says why, as the spawn-pending page would show it
+                self.failed = await self.await_spawn()
+                return
             if r is None or w.final is None or (w.final.status or 0) >= 400:
                 return
             step = w.final.step
@@ -392,7 +398,7 @@ class Probe:
         if w.t_first_repeat is not None:
             timings["verdict_after_repeat"] = (time.monotonic() - w.t_first_repeat) * 1000
         outcome = {"loop": "loop", "too_many_redirects": "too_many_redirects"}.get(
-            w.ended, "broken")
+            w.ended, "loop" if d.cause == "private_address" else "broken")
         v = Verdict(self.user, outcome, d.cause, d.summary, evidence=d.evidence, fix=d.fix,
                     chain=w.hops, timings_ms=timings, walk_mode=mode, credentials=creds,
                     not_walked=w.not_walked)

@@ -57,11 +57,20 @@ def private_address(w: Walk | None, f: Facts) -> Diagnosis | None:
     if not hit:
         return None
     i = hit[0]
+    ev = repeat_evidence(w)
+    if w.ended not in LOOPED:
+        # walked without the session (credentials never leave the public origin); a
+        # browser sends its cookies to every port of the host, and the hub's own
+        # listener sends a logged-in user round /hub/user/NAME/ until its 500
+        ev.append("walked without the login session (another origin than the public URL); "
+                  "a logged-in browser sends its cookies to every port of this host and is "
+                  "sent back to the same listener until the hub answers 'Redirect loop "
+                  "detected'")
     return Diagnosis(
         "private_address",
         "the flow went to the hub's private address (hub.bind_url) instead of the public "
         "URL, so the proxy was bypassed and the hub keeps sending the user back to itself",
-        [*repeat_evidence(w), f"hop {i} ({w.hops[i].url}) is on {f.hub_origin}, the hub's "
+        [*ev, f"hop {i} ({w.hops[i].url}) is on {f.hub_origin}, the hub's "
          f"own listener; the public URL is {f.public_origin}{f.public_base}"],
         f"open {f.public_origin}{f.public_base}user/{quote(f.user)}/ (the proxy's public "
         f"URL); never link to or bookmark {f.hub_origin}",

@@ -66,8 +66,8 @@ class Walker:
         self.folded: dict[str, int] = {}  # the same with repeated path segments folded
 
     def world_changed(self) -> None:
-        """The server became ready (or was started): a page seen before may now lead
-        elsewhere, as spawn-pending does once the progress stream says ready."""
+        """Forget the places seen: a new navigation (or the server became ready, as
+        spawn-pending's page notices) may lead elsewhere from a page seen before."""
         self.seen.clear()
         self.folded.clear()
 
@@ -151,9 +151,11 @@ class Walker:
         """Request url and follow its redirects one by one into w.hops. A place is the URL
         (without volatile parameters) *and* the names of the cookies held: the login
         handshake legitimately visits /user/NAME/lab twice, once without the server's
-        cookie and once with it. A place seen before (anywhere in this walk) is a loop,
-        declared before the repeated URL is requested. Returns the last response, or None
-        when w ended otherwise than "ok"."""
+        cookie and once with it. A place seen before in this navigation is a loop,
+        declared before the repeated URL is requested (a new navigation, like a browser's,
+        starts a fresh redirect chain). Returns the last response, or None when w ended
+        otherwise than "ok"."""
+        self.world_changed()
         cross = False
         prev: str | None = None
         for count in range(self.max_hops + 1):
