@@ -372,9 +372,10 @@ class Probe:
             return self.failed
         await self.note_server()
         f = self.facts
-        if w.ended in ("loop", "too_many_redirects") and w.hops and origin_of(
-                w.hops[0].url) not in (f.public_origin, f.hub_origin):
-            p = urlsplit(w.hops[0].url)
+        start = entry or (w.hops[0].url if w.hops else None)
+        if w.ended in ("loop", "too_many_redirects") and start and origin_of(
+                start) not in (f.public_origin, f.hub_origin):
+            p = urlsplit(start)
             same = f.public_origin + p.path + (f"?{p.query}" if p.query else "")
             w2, _ = await self.walk("token" if mode == "token" else mode, same, password, token)
             end = w2.final.status if w2.final else None

@@ -51,6 +51,7 @@ class Hop:
     cookies_not_sent: list[str] = field(default_factory=list)  # held, a browser keeps home
     cookies_withheld: list[str] = field(default_factory=list)  # hubsvc kept on its origin
     credentials: str = ""  # "session" | "token" | "" (none)
+    retried: bool = False  # a 503 was asked again once (see Walker.request)
 
     def line(self) -> str:
         st = str(self.status) if self.status is not None else "ERR"

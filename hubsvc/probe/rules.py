@@ -152,9 +152,12 @@ def prefix_outside_base(w: Walk | None, f: Facts) -> Diagnosis | None:
 def front_proxy(w: Walk | None, f: Facts) -> Diagnosis | None:
     if w is None or w.ended not in LOOPED or not w.hops:
         return None
-    if origin_of(w.hops[0].url) in (f.public_origin, f.hub_origin):
+    foreign = [i for i, h in enumerate(w.hops)
+               if origin_of(h.url) not in (f.public_origin, f.hub_origin)]
+    if not foreign or (w.repeat_of is not None and w.repeat_of < foreign[0]):
         return None
-    extra = [f"hop 0 ({w.hops[0].url}) is not on hubsvc's public URL "
+    i = foreign[0]
+    extra = [f"hop {i} ({w.hops[i].url}) is not on hubsvc's public URL "
              f"{f.public_origin}{f.public_base}: another proxy is in front"]
     if f.direct_walk:
         extra.append(f.direct_walk)
@@ -240,6 +243,13 @@ def _cookie_config_problem(f: Facts) -> str | None:
     return None
 
 
+def ends_at_login(w: Walk, f: Facts) -> bool:
+    """The walk ended on the hub's login form (a session the hub did not accept)."""
+    last = w.final
+    return bool(last and last.status == 200 and not last.location
+                and path_of(last.url).startswith(f.public_base + "hub/login"))
+
+
 def _needed_here(name: str, path: str, f: Facts) -> bool:
     """The hub's login cookie matters on the hub's pages, a server's on the server's."""
     if name.startswith("jupyterhub-hub-login"):
@@ -256,7 +266,7 @@ def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
     ev: list[str] = []
     if w is not None:
         if w.ended == "ok" and w.final is not None and (w.final.status or 0) < 400 \
-                and w.final.step != "login":
+                and not ends_at_login(w, f):
             return None
         for i, h in enumerate(w.hops):
             for rej in h.cookies_rejected:
@@ -452,7 +462,7 @@ def hub_unreachable(w: Walk | None, f: Facts) -> Diagnosis | None:
 
 def session_refused(w: Walk | None, f: Facts) -> Diagnosis | None:
     """A walk that holds a login session and still ends on the login form."""
-    if w is None or w.final is None or w.final.step != "login" or w.final.status != 200:
+    if w is None or not ends_at_login(w, f):
         return None
     if not any(h.cookies_sent and "jupyterhub-hub-login" in h.cookies_sent for h in w.hops):
         return None

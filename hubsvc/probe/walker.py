@@ -120,6 +120,14 @@ class Walker:
         hop.cookies_withheld = sent.withheld
         try:
             r = await self.client.request(method, url, headers=headers, timeout=timeout, **kw)
+            if r.status_code == 503 and method == "GET":
+                # CHP answers 503 "socket hang up" when the hub closed a kept-alive
+                # connection under it (measured); a browser's next click gets the page.
+                # One retry keeps that race out of the verdict; the hop says so.
+                await r.aclose()
+                hop.retried = True
+                r = await self.client.request(method, url, headers=headers,
+                                              timeout=timeout, **kw)
         except httpx.TimeoutException:
             hop.error = f"no answer within {timeout:.1f} s"
             hop.elapsed_ms = (time.monotonic() - t) * 1000
