@@ -357,7 +357,7 @@ def test_equivalence_front_proxy_strips_the_prefix(make_hubsvc: Any, browser: An
         front.wait(10)
 
 
-def test_zz_agreement_figure() -> None:
+def test_zz_equivalence_agreement_figure() -> None:
     """Prints the agreement figure the README quotes (runs last in this module)."""
     if not RESULTS:
         pytest.skip("no equivalence case ran")

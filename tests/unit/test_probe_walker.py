@@ -82,3 +82,61 @@ def test_growing_path_is_a_loop():
 
     w = walk(handler, f"{PUB}/jhub/hub/user/alice/")
     assert w.ended == "loop" and w.growing and len(w.hops) == 1
+
+
+def test_identity_provider_steps_are_listed_not_walked(tmp_path) -> None:
+    """An authenticator that sends browsers elsewhere (auto_login to an outside identity
+    provider): the walk stops at the hand-over and says which steps it did not walk."""
+    import time
+
+    from hubsvc import config
+    from hubsvc.probe.flow import Probe
+    from hubsvc.probe.model import Walk as W
+
+    cfg = config.parse({"paths": {"state_dir": str(tmp_path / "s"),
+                                  "runtime_dir": str(tmp_path / "r")},
+                        "proxy": {"public_url": "http://127.0.0.1:8000"}})
+    asked: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        asked.append(str(req.url))
+        if req.url.path == "/hub/login":
+            return httpx.Response(302, headers={"location": "/hub/oauth_login?next="})
+        if req.url.path == "/hub/oauth_login":
+            return httpx.Response(302, headers={
+                "location": "https://idp.example.org/authorize?client_id=hub"})
+        return httpx.Response(500)
+
+    async def go() -> W:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+            p = Probe(cfg, "alice", c, None, "t", time.monotonic() + 10, 10)  # type: ignore[arg-type]
+            w = W()
+            r = await p.login_page(Walker(c, p.facts), w)
+            assert r is None
+            return w
+
+    w = asyncio.run(go())
+    assert [h.step for h in w.hops] == ["login", "login"]
+    assert not any("idp.example.org" in u for u in asked)  # never sent anything there
+    assert len(w.not_walked) == 1 and "https://idp.example.org" in w.not_walked[0]
+
+
+def test_token_goes_only_to_the_users_server_path() -> None:
+    seen: dict[str, str | None] = {}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen[f"{req.url.port}{req.url.path}"] = req.headers.get("authorization")
+        if req.url.path == "/user/alice/":
+            return httpx.Response(302, headers={"location": "/hub/user/alice/"})
+        return httpx.Response(200)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+            wk = Walker(c, facts(), token="secret-token")
+            await wk.follow(f"{PUB}/user/alice/", Walk())
+            await wk.follow("http://127.0.0.1:9999/user/alice/", Walk())
+
+    asyncio.run(go())
+    assert seen["8000/user/alice/"] == "token secret-token"
+    assert seen["8000/hub/user/alice/"] is None  # the hub's pages: no token
+    assert seen["9999/user/alice/"] is None  # another origin: no token
