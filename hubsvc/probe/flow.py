@@ -469,7 +469,7 @@ async def probe_spawn(
     async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
         hub = HubAPI(client, cfg, hub_token)
         p = Probe(cfg, user, client, hub, hub_token, deadline, timeout_s)
-        p.facts.settings, why = settings.load(cfg)
+        p.facts.settings, why = await settings.load_async(cfg)
         try:
             r = await hub.call("GET", "", limit_s=5.0)
             p.facts.hub_version = r.json().get("version")
