@@ -200,8 +200,11 @@ def chromium_outcome(drv: Any, user: str, timeout: float = 90) -> tuple[str, str
         # spawn-pending waits for the spawn, JupyterLab needs a few seconds to render
         if "spawn-pending" in url or "/hub/spawn" in url:
             # the page turns its progress bar red when the spawn failed
-            failed = drv.execute_script(
-                "return !!document.querySelector('.progress-bar.bg-danger')")
+            try:
+                failed = drv.execute_script(
+                    "return !!document.querySelector('.progress-bar.bg-danger')")
+            except Exception:  # the page is being replaced
+                failed = False
             settle = 3.0 if failed else 60.0
         elif f"/user/{user}/" in url and drv.title != "JupyterHub":  # not a hub error page
             settle = 20.0
