@@ -16,6 +16,15 @@ from .model import EX_CONFIG, ProbeUsageError
 EX_INTERRUPTED = 130
 
 
+def read_password(path: Path) -> str:
+    """The password in PATH, which only its owner may read (like hubsvc's own secrets)."""
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise ValueError(f"{path} can be read by others (mode {mode & 0o777:o}); "
+                         f"fix: chmod 600 {path}")
+    return read(path)
+
+
 def add_arguments(p: Any) -> None:
     """Options of `hubsvc probe-spawn` (argparse)."""
     p.add_argument("--user", required=True, help="the hub user whose flow to walk")
@@ -48,8 +57,8 @@ async def run_cli(cfg: Config, args: Any) -> int:
     password = None
     if args.password_file:
         try:
-            password = read(Path(args.password_file))
-        except OSError as e:
+            password = read_password(Path(args.password_file))
+        except (OSError, ValueError) as e:
             print(f"hubsvc probe-spawn: --password-file: {e}", file=sys.stderr)
             return EX_CONFIG
     if password is not None and getattr(args, "token_walk", False):

@@ -140,3 +140,15 @@ def test_token_goes_only_to_the_users_server_path() -> None:
     assert seen["8000/user/alice/"] == "token secret-token"
     assert seen["8000/hub/user/alice/"] is None  # the hub's pages: no token
     assert seen["9999/user/alice/"] is None  # another origin: no token
+
+
+def test_password_file_must_be_private(tmp_path) -> None:
+    from hubsvc.probe.cli import read_password
+
+    f = tmp_path / "pw"
+    f.write_text("s3cret\n")
+    f.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        read_password(f)
+    f.chmod(0o600)
+    assert read_password(f) == "s3cret"
