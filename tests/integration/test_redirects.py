@@ -142,7 +142,7 @@ def test_bad_usage_exits_78(hubsvc: Instance, capsys: pytest.CaptureFixture[str]
 
 def test_missing_route_loop_found_fast_repaired_and_reprobed(quiet_hubsvc: Instance) -> None:
     hubsvc = quiet_hubsvc
-    hubsvc.spawn("carol")
+    start_server(hubsvc, "carol")
     delete_route(hubsvc, "carol")
     t0 = time.monotonic()
     v = probe(hubsvc, "carol", start=False, repair=False)
@@ -170,7 +170,7 @@ def test_missing_route_loop_found_fast_repaired_and_reprobed(quiet_hubsvc: Insta
 
 def test_route_to_a_dead_target_is_wrong_target_and_repaired(quiet_hubsvc: Instance) -> None:
     hubsvc = quiet_hubsvc
-    hubsvc.spawn("olga")
+    start_server(hubsvc, "olga")
     with httpx.Client(trust_env=False, timeout=5) as c:
         r = c.post(f"{hubsvc.api}/api/routes/user/olga",
                    json={"target": f"http://127.0.0.1:{free_port()}", "user": "olga",
@@ -192,7 +192,7 @@ async def _check(cfg: config.Config, inst: Instance) -> list[Any]:
 
 def test_passive_watch_repairs_drift_and_loop_log_is_one_episode(quiet_hubsvc: Instance) -> None:
     hubsvc = quiet_hubsvc
-    hubsvc.spawn("dave")
+    start_server(hubsvc, "dave")
     cfg = cfg_of(hubsvc)
     tok = hubsvc.user_token("dave")
     delete_route(hubsvc, "dave")
@@ -242,7 +242,7 @@ def _wait_log(inst: Instance, needle: str, timeout: float = 10) -> list[str]:
 
 
 def test_private_address_entry_is_named(hubsvc: Instance) -> None:
-    hubsvc.spawn("erin")
+    start_server(hubsvc, "erin")
     v = probe(hubsvc, "erin", start=False, entry_url=f"{hubsvc.hub}/user/erin/")
     assert (v.outcome, v.cause, v.exit_code) == ("loop", "private_address", 1), v.render_text()
     assert f"{hubsvc.public}/user/erin/" in v.fix
