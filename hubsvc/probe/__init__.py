@@ -3,8 +3,9 @@ redirect loops, name the cause (docs/redirect-loops.md).
 
 Modules: urls (what counts as the same place), cookies (a jar with a browser's rules),
 session (the hub login session hubsvc makes), walker (hop by hop), rules (one function
-per cause; doctor uses the config-visible ones), spawn (hub API: start, progress, scoped
-tokens), flow (the walk and the verdict), cli (the command). Nothing here depends on the
+per cause; doctor uses the config-visible ones), settings (the effective JupyterHub config,
+read in a child interpreter), spawn (hub API: start, progress, scoped tokens), evidence
+(CHP's table, the server's environment and version), flow (the walk and the verdict), cli (the command). Nothing here depends on the
 supervisor.
 """
 
