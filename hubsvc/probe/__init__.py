@@ -5,8 +5,8 @@ Modules: urls (what counts as the same place), cookies (a jar with a browser's r
 session (the hub login session hubsvc makes), walker (hop by hop), rules (one function
 per cause; doctor uses the config-visible ones), settings (the effective JupyterHub config,
 read in a child interpreter), spawn (hub API: start, progress, scoped tokens), evidence
-(CHP's table, the server's environment and version), flow (the walk and the verdict), cli (the command). Nothing here depends on the
-supervisor.
+(CHP's table, the server's environment and version), flow (the walk and the verdict),
+cli (the command). Nothing here depends on the supervisor.
 """
 
 from .cli import add_arguments, run_cli
