@@ -108,14 +108,14 @@ def public_url_mismatch(w: Walk | None, f: Facts) -> Diagnosis | None:
         o, p = parts
         same_path = p.rstrip("/") in ("", f.public_base.rstrip("/"))
         if o == f.public_origin and same_path:
-            return None if w is None else _public_url_text(f, ev, None)
+            return None if w is None else _public_url_text(f, ev)
         ev.append(f"c.JupyterHub.public_url = {f.settings.public_url!r}"  # type: ignore[union-attr]
                   + (f" ({f.settings.source})" if f.settings and f.settings.source else "")
                   + f"; proxy.public_url = {f.public_url or f.public_origin + f.public_base}")
-    return _public_url_text(f, ev, parts)
+    return _public_url_text(f, ev)
 
 
-def _public_url_text(f: Facts, ev: list[str], parts: tuple[str, str] | None) -> Diagnosis:
+def _public_url_text(f: Facts, ev: list[str]) -> Diagnosis:
     return Diagnosis(
         "public_url_mismatch",
         "the hub names another address than the one users open (c.JupyterHub.public_url "
