@@ -152,7 +152,7 @@ class Watch:
         p = self.cfg.probe
         try:
             v = await walk.probe_spawn(self.cfg, p.user, start=p.start, timeout_s=p.timeout_s,
-                                            hub_token=self.hub_token)
+                                       hub_token=self.hub_token)
         except walk.ProbeUsageError as e:
             log.error("probe_failed", user=p.user, reason=str(e))
             return
