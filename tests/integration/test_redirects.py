@@ -681,6 +681,17 @@ def test_credentials_never_leave_the_public_origin_and_token_is_narrow(
         assert info.get("expires_at"), info  # short-lived
     finally:
         inst.api_call("DELETE", f"users/rita/tokens/{tid}")
+    # the cookie secret replaced under the running hub: the session hubsvc makes from the
+    # file is no longer the hub's, and the walk says so instead of guessing a loop
+    secret = inst.state / "jupyterhub_cookie_secret"
+    kept = secret.read_text()
+    secret.write_text("cd" * 32 + "\n")
+    try:
+        v = probe(inst, "rita", start=False, repair=False)
+    finally:
+        secret.write_text(kept)
+    assert (v.outcome, v.cause) == ("broken", "session_refused"), v.render_text()
+    assert "restart hubsvc" in v.fix
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
