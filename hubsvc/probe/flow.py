@@ -248,6 +248,7 @@ class Probe:
                 on_pub = origin_of(target) == pub
                 walker = Walker(browser, self.facts, jar=CookieJar(pub),
                                 token=token if on_pub else None, deadline=self.deadline)
+                walker.t0 = w.t_start  # hop t_ms and the verdict share one clock
                 w.not_walked += [
                     "the login page and the hub's landing after login (c.JupyterHub.default_url)",
                     "spawn and spawn-pending pages", "the OAuth authorize and callback hops "
@@ -260,6 +261,7 @@ class Probe:
                 return w, creds
             walker = Walker(browser, self.facts, jar=CookieJar(pub), deadline=self.deadline,
                             credentials="session")
+            walker.t0 = w.t_start  # hop t_ms and the verdict share one clock
             creds = ("the hub login session of " + self.user + (
                 ", logged in through the hub's form" if password is not None else
                 " made by hubsvc from the hub's cookie secret and database")
@@ -321,7 +323,10 @@ class Probe:
         await gather_facts(self.client, self.cfg, f)
         d = diagnose(w, f)
         if w.t_first_repeat is not None:
-            timings["verdict_after_repeat"] = (time.monotonic() - w.t_first_repeat) * 1000
+            now = time.monotonic()
+            timings["verdict_after_repeat"] = (now - w.t_first_repeat) * 1000
+            # on the hops' clock: compare with the t_ms of the hop that sent the repeat
+            timings["verdict_at"] = (now - w.t_start) * 1000
         outcome = {"loop": "loop", "too_many_redirects": "too_many_redirects"}.get(
             w.ended, "loop" if d.cause == "private_address" else "broken")
         v = Verdict(self.user, outcome, d.cause, d.summary, evidence=d.evidence, fix=d.fix,

@@ -574,6 +574,7 @@ def test_hub_page_causes_found_by_the_session_walk(make_hubsvc: Any, case: str) 
         assert v.timings_ms["verdict_after_repeat"] < 2000, v.timings_ms
         rep = v.chain[-1]
         assert rep.t_ms > 0 and v.timings_ms["walk_to_repeat"] >= rep.t_ms
+        assert 0 <= v.timings_ms["verdict_at"] - rep.t_ms < 2000, v.timings_ms
     # the walk carried the session only to the public origin
     pub = inst.public
     assert all(not h.cookies_sent or h.url.startswith(pub) for h in v.chain), v.render_text()
