@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hubsvc import config  # noqa: E402
-from hubsvc.redirects import probe_spawn  # noqa: E402
+from hubsvc.probe import probe_spawn  # noqa: E402
 from tests.integration.hubsvc_harness import Instance, new_root  # noqa: E402
 
 USER = "bench"

@@ -315,12 +315,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 # ---- probe-spawn / doctor ---------------------------------------------------------------
 def cmd_probe_spawn(args: argparse.Namespace) -> int:
-    from . import redirects
+    from . import probe
 
     cfg = _load(args)
     if cfg is None:
         return EX_CONFIG
-    return asyncio.run(redirects.run_cli(cfg, args))
+    return asyncio.run(probe.run_cli(cfg, args))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -360,11 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for the outcome (default 300)")
     rl.set_defaults(func=cmd_reload)
 
-    from . import redirects
+    from . import probe
 
     ps = sub.add_parser("probe-spawn", parents=[common],
                         help="walk login -> spawn like a browser; detect and explain redirect loops")
-    redirects.add_arguments(ps)
+    probe.add_arguments(ps)
     ps.set_defaults(func=cmd_probe_spawn)
 
     d = sub.add_parser("doctor", parents=[common],

@@ -1524,9 +1524,12 @@ def _norm(spec: str) -> str:
 
 
 def _resync_fix(ctx: Ctx) -> str:
-    return ("ask the hub to push its routes now: `curl -X POST -H \"Authorization: token "
-            f"$(cat {ctx.files.hub_api_token})\" {ctx.hub_url('hub/api/proxy')}` (hubsvc does "
-            "this itself after a proxy restart; the hub alone waits up to 5 minutes)")
+    # no token on a command line (argv is world-readable in /proc): probe-spawn reads
+    # hubsvc's own token file and re-syncs through the hub's API
+    return ("hubsvc re-syncs the routes itself within one health interval; to do it now run "
+            f"`hubsvc probe-spawn --config {ctx.cfg.source or resolve_path(None)} --user NAME` "
+            "for one of the users listed (it asks the hub to push every route, "
+            "POST /hub/api/proxy); the hub alone waits up to 5 minutes")
 
 
 def _route_findings(ctx: Ctx, routes: dict[str, Any],
@@ -1576,6 +1579,28 @@ def _route_findings(ctx: Ctx, routes: dict[str, Any],
         out.append(_f("service.routes", "service", "ok",
                       f"every running server ({count}) has its route in the proxy"))
     return out
+
+
+# ---- the user's flow: causes of redirect loops the JupyterHub config shows ----------------
+def flow_findings(ctx: Ctx) -> list[Finding]:
+    """The config-visible causes of hubsvc.probe.rules, with probe-spawn's own words and fix
+    (the same rule functions decide both)."""
+    from .probe import config_diagnoses
+    from .probe import settings as flow_settings
+    from .probe.flow import make_facts
+
+    settings, why = flow_settings.load(ctx.cfg)
+    if settings is None:
+        return [_f("jupyterhub.flow", "jupyterhub", "skipped",
+                   "redirect-loop causes in the JupyterHub config were not checked", why or "")]
+    facts = make_facts(ctx.cfg, "NAME")
+    facts.settings = settings
+    out = [_f(f"jupyterhub.flow.{d.cause}", "jupyterhub", "error",
+              d.summary + " (users' browsers loop or stop at a login page)",
+              "; ".join(d.evidence), d.fix) for d in config_diagnoses(facts)]
+    return out or [_f("jupyterhub.flow", "jupyterhub", "ok",
+                      "no redirect-loop cause in the JupyterHub config (default_url, "
+                      "public_url, cookie_options)")]
 
 
 def check_systemd(ctx: Ctx) -> list[Finding]:
@@ -1701,6 +1726,7 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
         findings += _guard(lambda: doctor_tls.check(ctx), "tls", "tls")
         findings += _guard(lambda: direct_hub_clients(ctx), "entry.direct_clients",
                            "entry point")
+        findings += _guard(lambda: flow_findings(ctx), "jupyterhub.flow", "jupyterhub")
         findings += f_proxy.result() + f_hub.result() + f_service.result()
         if f_url is not None:
             findings += f_url.result()

@@ -5,6 +5,7 @@ always quoted whole into paths."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,3 +103,17 @@ def server_path(user: str, name: str = "") -> str:
     "?", "#" or ".." cannot reach another user's server or another endpoint."""
     u = quote(user, safe="")
     return f"users/{u}/servers/{quote(name, safe='')}" if name else f"users/{u}/server"
+
+
+async def resync_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
+    """Ask the hub to re-sync CHP's table (POST /hub/api/proxy): (ok, what happened)."""
+    url = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/proxy"
+    t = time.monotonic()
+    try:
+        r = await client.post(url, headers={"Authorization": f"token {hub_token}"}, timeout=10.0)
+    except httpx.HTTPError as e:
+        return False, f"POST /hub/api/proxy failed: {type(e).__name__}: {e}"
+    ms = (time.monotonic() - t) * 1000
+    if r.status_code != 200:
+        return False, f"POST /hub/api/proxy answered {r.status_code}"
+    return True, f"re-synced the proxy's routes from the hub (POST /hub/api/proxy, {ms:.0f} ms)"

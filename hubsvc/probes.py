@@ -95,3 +95,15 @@ async def chain(client: httpx.AsyncClient, cfg: Config, token: str, timeout: flo
     if hub_route(table) is None:
         return Result(False, "CHP's table has no route from the hub yet")
     return Result(True, "ok")
+
+
+async def route_table(client: httpx.AsyncClient, cfg: Config,
+                      timeout: float = 3.0) -> dict[str, dict[str, Any]] | None:
+    """CHP's routing table with the proxy token hubsvc owns (None: unreadable)."""
+    from .secrets import SecretFiles, read
+
+    try:
+        token = read(SecretFiles.in_dir(cfg.paths.state_dir).proxy_token)
+    except OSError:
+        return None
+    return await routes(client, cfg, token, timeout)

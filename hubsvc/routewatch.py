@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 
 from .config import Config
-from .hubapi import iter_users
-from .redirects import chp_routes, resync_routes
+from .hubapi import iter_users, resync_routes
+from .probes import route_table
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ async def check_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -
 
 async def _once(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> list[Drift]:
     servers = await running_servers(client, cfg, hub_token)
-    routes = await chp_routes(client, cfg)
+    routes = await route_table(client, cfg)
     if routes is None:
         raise httpx.HTTPError("CHP's API did not return its routes")
     return compare(servers, routes)

@@ -162,13 +162,13 @@ class Watch:
                                "ready: redirect loops will not be reported")
 
     async def _probe(self) -> None:
-        from . import redirects
+        from . import probe as walk
 
         p = self.cfg.probe
         try:
-            v = await redirects.probe_spawn(self.cfg, p.user, start=p.start, timeout_s=p.timeout_s,
-                                            hub_token=self.hub_token)
-        except redirects.ProbeUsageError as e:
+            v = await walk.probe_spawn(self.cfg, p.user, start=p.start, timeout_s=p.timeout_s,
+                                       hub_token=self.hub_token)
+        except walk.ProbeUsageError as e:
             log.error("probe_failed", user=p.user, reason=str(e))
             return
         summary = {"at": time.time(), "user": p.user, "outcome": v.outcome, "cause": v.cause,

@@ -18,9 +18,11 @@ import httpx
 import pytest
 
 from hubsvc import config
+from hubsvc.probe import Verdict, probe_spawn
 from hubsvc.routewatch import WatchResult, check_and_repair
 
 from .hubsvc_harness import REPO, Instance
+from .test_redirects import delete_route
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +159,225 @@ def test_login_spawn_lab_then_route_repaired_under_the_browser(make_hubsvc: Any,
     else:
         log = hubsvc.log_text()
         assert "route_drift" in log and f"user={user}" in log, log[-3000:]
+
+
+# =========================================================================== equivalence
+# For every cause in probe-spawn's corpus, reproduced for real, Chromium's outcome and
+# probe-spawn's verdict fall in the same class:
+#   "lab"   JupyterLab loaded               <-> healthy / repaired
+#   "loop"  ERR_TOO_MANY_REDIRECTS, or the   <-> loop / too_many_redirects
+#           hub's "Redirect loop detected"
+#   "stuck" any other page (login form again, an error page, a failed spawn)
+#                                           <-> broken / spawn_failed / spawn_timeout
+# One hub per misconfiguration; causes that are per user share one hub.
+
+PROBE_CLASS = {"healthy": "lab", "repaired": "lab", "loop": "loop",
+               "too_many_redirects": "loop", "broken": "stuck", "spawn_failed": "stuck",
+               "spawn_timeout": "stuck"}
+# hubsvc's own route watch must not repair what a case breaks on purpose
+CALM = {"health": {"interval_s": 300.0, "timeout_s": 2.0}}
+RESULTS: list[tuple[str, str, str, str]] = []  # (case, cause, chromium, probe)
+
+
+def chromium_outcome(drv: Any, user: str, timeout: float = 90) -> tuple[str, str]:
+    """(class, detail) of where the browser ended up: polls until JupyterLab renders, an
+    error page or the hub's loop page shows, or the page stays put for 3 s elsewhere."""
+    deadline = time.monotonic() + timeout
+    last, since = "", time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            url, src = drv.current_url, drv.page_source
+        except Exception:  # a navigation in progress
+            time.sleep(0.2)
+            continue
+        if "ERR_TOO_MANY_REDIRECTS" in src:
+            return "loop", "ERR_TOO_MANY_REDIRECTS"
+        if "Redirect loop detected" in src:
+            return "loop", "the hub's 'Redirect loop detected' page"
+        if f"/user/{user}/lab" in url and drv.find_elements(By.CSS_SELECTOR, ".jp-LabShell"):
+            return "lab", url
+        # how long a page may stay put before it counts as where the browser ended:
+        # spawn-pending waits for the spawn, JupyterLab needs a few seconds to render
+        if "spawn-pending" in url or "/hub/spawn" in url:
+            # the page turns its progress bar red when the spawn failed
+            try:
+                failed = drv.execute_script(
+                    "return !!document.querySelector('.progress-bar.bg-danger')")
+            except Exception:  # the page is being replaced
+                failed = False
+            settle = 3.0 if failed else 60.0
+        elif f"/user/{user}/" in url and drv.title != "JupyterHub":  # not a hub error page
+            settle = 20.0
+        else:
+            settle = 3.0
+        if url != last:
+            last, since = url, time.monotonic()
+        elif time.monotonic() - since > settle:
+            return "stuck", f"{url} ({drv.title})"
+        time.sleep(0.2)
+    return "stuck", f"timeout at {last}"
+
+
+def chromium_login(drv: Any, inst: Instance, user: str) -> tuple[str, str]:
+    # every cookie of the profile (WebDriver's delete_all_cookies only sees the current
+    # page's path): the next user starts as a new browser
+    drv.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    drv.get(f"{inst.public}/hub/login")
+    WebDriverWait(drv, 30).until(lambda d: d.find_elements(By.NAME, "username"))
+    drv.find_element(By.NAME, "username").send_keys(user)
+    drv.find_element(By.NAME, "password").send_keys("x")
+    drv.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]").click()
+    return chromium_outcome(drv, user)
+
+
+def run_probe(inst: Instance, user: str, **kw: Any) -> Verdict:
+    kw.setdefault("timeout_s", 90.0)
+    return asyncio.run(probe_spawn(config.load(inst.config), user, repair=False, **kw))
+
+
+def agree(case: str, chromium: tuple[str, str], v: Verdict) -> None:
+    RESULTS.append((case, v.cause, chromium[0], v.outcome))
+    assert PROBE_CLASS.get(v.outcome) == chromium[0], (
+        f"{case}: Chromium {chromium}, probe-spawn:\n{v.render_text()}")
+    if chromium[0] == "loop" and v.timings_ms.get("verdict_after_repeat") is not None:
+        # from the probe's own hop timestamps: the verdict within 2 s of the repeat
+        assert v.timings_ms["verdict_after_repeat"] < 2000, v.timings_ms
+        # the hop whose Location repeated a place was sent at chain[-1].t_ms (the walk's
+        # clock); the verdict came less than 2 s after it
+        repeat_hop = v.chain[-1]
+        assert 0 <= v.timings_ms["verdict_at"] - repeat_hop.t_ms < 2000, (
+            v.timings_ms, repeat_hop.t_ms)
+
+
+def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) -> None:
+    """healthy, missing_route, private_address, wrong_target, self_redirect,
+    hub_unreachable (spawn fails): causes that live in one user's route or server."""
+    from .test_redirects import SELF_REDIRECTING_SERVER
+
+    inst = make_hubsvc(start=False, overrides=CALM)
+    script = inst.root / "self_redirecting_server.py"
+    script.write_text(SELF_REDIRECTING_SERVER)
+    inst.hub_extra = (
+        "import sys as _sys\n"
+        "def _per_user(spawner):\n"
+        "    if spawner.user.name == 'selfie':\n"
+        f"        spawner.cmd = [_sys.executable, {str(script)!r}]\n"
+        "    if spawner.user.name == 'lost':\n"
+        "        spawner.hub_connect_url = 'http://127.0.0.1:9'\n"
+        "        spawner.http_timeout = 8\n"
+        "c.Spawner.pre_spawn_hook = _per_user\n")
+    inst.write_config()
+    inst.start()
+    drv = browser
+    # healthy: the baseline both must call good
+    agree("healthy", chromium_login(drv, inst, "hana"), run_probe(inst, "hana"))
+    # missing_route: the proxy lost the route of a running server
+    delete_route(inst, "hana")
+    drv.get(f"{inst.public}/user/hana/lab")
+    c = chromium_outcome(drv, "hana")
+    agree("missing_route", c, run_probe(inst, "hana", start=False))
+    # private_address: the same user opens the hub's own listener
+    inst.api_call("POST", "proxy")  # the hub pushes the route back
+    drv.get(f"{inst.hub}/user/hana/")
+    c = chromium_outcome(drv, "hana")
+    agree("private_address", c, run_probe(inst, "hana", start=False,
+                                          entry_url=f"{inst.hub}/user/hana/"))
+    # wrong_target: the route points where nothing answers
+    with httpx.Client(trust_env=False, timeout=5) as cl:
+        r = cl.post(f"{inst.api}/api/routes/user/hana",
+                    json={"target": "http://127.0.0.1:9", "user": "hana", "server_name": "",
+                          "jupyterhub": True},
+                    headers={"Authorization": f"token {inst.secret('proxy_auth_token')}"})
+    assert r.status_code == 201
+    drv.get(f"{inst.public}/user/hana/lab")
+    c = chromium_outcome(drv, "hana")
+    agree("wrong_target", c, run_probe(inst, "hana", start=False))
+    # self_redirect: the user's server redirects to itself
+    agree("self_redirect", chromium_login(drv, inst, "selfie"), run_probe(inst, "selfie"))
+    # hub_unreachable: the server is given a hub address nothing listens on
+    agree("hub_unreachable", chromium_login(drv, inst, "lost"), run_probe(inst, "lost"))
+
+
+HUB_CONFIG_CASES = {
+    "hub_default_url_loop": 'c.JupyterHub.default_url = "/hub/"\n',
+    "cookie_path_hub_only": 'c.JupyterHub.tornado_settings = {"cookie_options": '
+                            '{"path": "/hub/"}}\n',
+    "cookie_domain_elsewhere": 'c.JupyterHub.tornado_settings = {"cookie_options": '
+                               '{"domain": "example.org"}}\n',
+    "public_url_other_host": 'c.JupyterHub.public_url = "http://localhost:{port}/"\n',
+    # Secure cookies over http on a loopback address: browsers keep them (a secure
+    # context), so does the probe's jar; nothing loops
+    "secure_cookies_on_loopback": 'c.JupyterHub.tornado_settings = {"cookie_options": '
+                                  '{"secure": True}}\n',
+}
+
+
+@pytest.mark.parametrize("case", list(HUB_CONFIG_CASES))
+def test_equivalence_hub_config_causes(make_hubsvc: Any, browser: Any, case: str) -> None:
+    inst = make_hubsvc(start=False, overrides=CALM)
+    inst.hub_extra = HUB_CONFIG_CASES[case].replace("{port}", str(inst.public_port))
+    inst.write_config()
+    inst.start()
+    # a user the hub knows (a refused _xsrf cookie can keep the browser's login from
+    # ever creating one)
+    assert inst.api_call("POST", "users/ivy").status_code in (201, 409)
+    c = chromium_login(browser, inst, "ivy")
+    agree(case, c, run_probe(inst, "ivy"))
+
+
+def test_equivalence_front_proxy_strips_the_prefix(make_hubsvc: Any, browser: Any) -> None:
+    """A second, real CHP in front that drops /jhub: the path grows on every pass."""
+    import os
+    import subprocess
+
+    from .hubsvc_harness import free_port
+
+    inst = make_hubsvc(start=False, overrides={**CALM})
+    inst.overrides = {**CALM, "proxy": {"public_url": f"{inst.public}/jhub/"}}
+    inst.write_config()
+    inst.start()
+    front_port, front_api = free_port(), free_port()
+    chp = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+    front = subprocess.Popen(
+        [str(chp), "--ip", "127.0.0.1", "--port", str(front_port), "--api-ip", "127.0.0.1",
+         "--api-port", str(front_api), "--no-include-prefix", "--log-level", "warn"],
+        env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN="front-token"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as cl:
+            for _ in range(100):
+                try:
+                    r = cl.post(f"http://127.0.0.1:{front_api}/api/routes/jhub",
+                                json={"target": inst.public},
+                                headers={"Authorization": "token front-token"})
+                    if r.status_code == 201:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        drv = browser
+        drv.get(f"{inst.public}/jhub/hub/login")
+        WebDriverWait(drv, 30).until(lambda d: d.find_elements(By.NAME, "username"))
+        drv.find_element(By.NAME, "username").send_keys("jo")
+        drv.find_element(By.NAME, "password").send_keys("x")
+        drv.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]"
+                         ).click()
+        assert chromium_outcome(drv, "jo")[0] == "lab"
+        entry = f"http://127.0.0.1:{front_port}/jhub/user/jo/"
+        drv.get(entry)
+        c = chromium_outcome(drv, "jo")
+        agree("front_proxy_prefix", c, run_probe(inst, "jo", start=False, entry_url=entry))
+    finally:
+        front.terminate()
+        front.wait(10)
+
+
+def test_zz_equivalence_agreement_figure() -> None:
+    """Prints the agreement figure the README quotes (runs last in this module)."""
+    if not RESULTS:
+        pytest.skip("no equivalence case ran")
+    agreed = sum(1 for _case, _cause, c, o in RESULTS if PROBE_CLASS.get(o) == c)
+    print(f"\nequivalence: {len(RESULTS)} cases, {agreed} agreed")
+    for row in RESULTS:
+        print("  ", *row)
+    assert agreed == len(RESULTS)

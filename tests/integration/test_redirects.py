@@ -19,7 +19,7 @@ import pytest
 
 from hubsvc import config
 from hubsvc.loopwatch import LoopWatch
-from hubsvc.redirects import Verdict, add_arguments, probe_spawn, run_cli
+from hubsvc.probe import Verdict, add_arguments, probe_spawn, run_cli
 from hubsvc.routewatch import check_and_repair, check_routes
 
 from .hubsvc_harness import REPO, TEST_TOKEN, Instance, free_port
@@ -60,6 +60,21 @@ def delete_route(inst: Instance, user: str) -> None:
         r = c.delete(f"{inst.api}/api/routes/user/{user}",
                      headers={"Authorization": f"token {inst.secret('proxy_auth_token')}"})
     assert r.status_code == 204, r.status_code
+
+
+def start_server(inst: Instance, user: str, timeout: float = 90) -> None:
+    """inst.spawn with room for a slow machine: the hub answers the spawn request only
+    after its slow_spawn_timeout (10 s), the harness's own client gives up at 10 s."""
+    create_user(inst, user)
+    r = inst.api_call("POST", f"users/{user}/server", timeout=60)
+    assert r.status_code in (201, 202, 400), r.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        srv = (inst.api_call("GET", f"users/{user}").json().get("servers") or {}).get("")
+        if srv and srv.get("ready"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{user}'s server not ready in {timeout}s")
 
 
 def create_user(inst: Instance, user: str) -> None:
@@ -128,7 +143,7 @@ def test_bad_usage_exits_78(hubsvc: Instance, capsys: pytest.CaptureFixture[str]
 
 def test_missing_route_loop_found_fast_repaired_and_reprobed(quiet_hubsvc: Instance) -> None:
     hubsvc = quiet_hubsvc
-    hubsvc.spawn("carol")
+    start_server(hubsvc, "carol")
     delete_route(hubsvc, "carol")
     t0 = time.monotonic()
     v = probe(hubsvc, "carol", start=False, repair=False)
@@ -156,7 +171,7 @@ def test_missing_route_loop_found_fast_repaired_and_reprobed(quiet_hubsvc: Insta
 
 def test_route_to_a_dead_target_is_wrong_target_and_repaired(quiet_hubsvc: Instance) -> None:
     hubsvc = quiet_hubsvc
-    hubsvc.spawn("olga")
+    start_server(hubsvc, "olga")
     with httpx.Client(trust_env=False, timeout=5) as c:
         r = c.post(f"{hubsvc.api}/api/routes/user/olga",
                    json={"target": f"http://127.0.0.1:{free_port()}", "user": "olga",
@@ -178,7 +193,7 @@ async def _check(cfg: config.Config, inst: Instance) -> list[Any]:
 
 def test_passive_watch_repairs_drift_and_loop_log_is_one_episode(quiet_hubsvc: Instance) -> None:
     hubsvc = quiet_hubsvc
-    hubsvc.spawn("dave")
+    start_server(hubsvc, "dave")
     cfg = cfg_of(hubsvc)
     tok = hubsvc.user_token("dave")
     delete_route(hubsvc, "dave")
@@ -228,11 +243,14 @@ def _wait_log(inst: Instance, needle: str, timeout: float = 10) -> list[str]:
 
 
 def test_private_address_entry_is_named(hubsvc: Instance) -> None:
-    hubsvc.spawn("erin")
+    start_server(hubsvc, "erin")
     v = probe(hubsvc, "erin", start=False, entry_url=f"{hubsvc.hub}/user/erin/")
     assert (v.outcome, v.cause, v.exit_code) == ("loop", "private_address", 1), v.render_text()
     assert f"{hubsvc.public}/user/erin/" in v.fix
-    assert v.timings_ms["verdict_after_repeat"] < 2000
+    # the session never goes to another origin than the public URL's, even the hub's own
+    assert "walked without credentials" in v.credentials
+    assert any("walked without the login session" in e for e in v.evidence), v.evidence
+    assert not [h for h in v.chain if h.url.startswith(hubsvc.hub) and h.cookies_sent]
     # the public URL itself is fine: no repair was attempted
     assert v.repair is None and "/user/erin" in hubsvc.routes()
 
@@ -250,15 +268,19 @@ def test_version_skew_is_reported(make_hubsvc: Any, skew_singleuser: Path) -> No
         f"c.Spawner.cmd = [{str(skew_singleuser)!r}]\n"
         'c.Spawner.default_url = "/api/status"\n'))
     create_user(inst, "frank")
-    v = probe(inst, "frank", start=True)
+    # default_url is an API page (the old jupyter_server has no lab): only a token opens
+    # it, a browser's cookies get 403 there; the token walk checks the server's version
+    v = probe(inst, "frank", start=True, token_walk=True)
     # the flow works, but the skew is named with the header's evidence
     assert v.outcome == "healthy" and v.exit_code == 0, v.render_text()
     assert any(f"jupyterhub-singleuser {SKEW_VERSION}" in w for w in v.warnings), v.warnings
     assert v.chain[-1].jupyterhub_version == SKEW_VERSION
     # with a loop, the hub gives up after 2 redirects instead of 4; the probe says why
     delete_route(inst, "frank")
-    v = probe(inst, "frank", start=False, repair=False)
-    assert (v.outcome, v.cause) == ("loop", "missing_route"), v.render_text()
+    v = probe(inst, "frank", start=False, repair=False, token_walk=True)
+    # the token goes only to frank's server path: the hub's catch-all sends the token-less
+    # request on to its login page, so the token walk sees the flow broken, not the loop
+    assert (v.outcome, v.cause) == ("broken", "missing_route"), v.render_text()
     # the server's version is read where its own environment says it listens
     assert any(f"X-JupyterHub-Version {SKEW_VERSION}" in e and "2 redirects" in e
                for e in v.evidence), v.evidence
@@ -342,7 +364,9 @@ def test_prefix_mismatch(make_hubsvc: Any) -> None:
     # each pass adds a "hub/" to the path, so no URL repeats exactly (a browser gives up
     # after 20 hops); the probe folds the repeated segment and stops at the first repeat
     assert (v.outcome, v.cause, v.exit_code) == ("loop", "prefix_mismatch", 1), v.render_text()
-    assert len(v.chain) <= 3 and "/jhub/" in v.fix
+    on_front = [h for h in v.chain if h.url.startswith(f"http://127.0.0.1:{front_port}/")]
+    assert len(on_front) <= 3 and "/jhub/" in v.fix, v.render_text()
+    assert not [h for h in on_front if h.cookies_sent], "credentials went to another origin"
     assert any("path grows by the same segment" in e for e in v.evidence), v.evidence
     assert any("ends ok with 200" in e for e in v.evidence), v.evidence
 
@@ -508,3 +532,196 @@ def test_hub_unreachable_from_a_running_server(make_hubsvc: Any) -> None:
     assert (v.cause, v.exit_code) == ("hub_unreachable", 1), v.render_text()
     assert any(f"JUPYTERHUB_API_URL=http://127.0.0.1:{fwd.port}" in e for e in v.evidence)
     assert "hub_connect_url" in v.fix
+
+
+# --------------------------------------------------------------------------- the hub's pages
+# Misconfigurations a browser walks into after login, that a walk starting at /user/NAME/
+# with a token never sees. Each: the session walk names the cause with its evidence, the
+# token walk says what it did not see, and doctor reports it with the same words and fix.
+
+HUB_PAGE_CAUSES = {
+    # JupyterHub's RootHandler and LoginHandler send a logged-in user to default_url
+    "default_url_to_hub_root": ('c.JupyterHub.default_url = "/hub/"\n',
+                                "loop", "hub_default_url_loop"),
+    # HubOAuth.set_cookie applies cookie_options over the server's own path
+    "cookie_path_hub_only": (
+        'c.JupyterHub.tornado_settings = {"cookie_options": {"path": "/hub/"}}\n',
+        "loop", "cookie_scope"),
+    # the hub's _set_cookie applies cookie_options: a Domain the host is not in is refused
+    "cookie_domain_elsewhere": (
+        'c.JupyterHub.tornado_settings = {"cookie_options": {"domain": "example.org"}}\n',
+        "broken", "cookie_scope"),
+    # the server's OAuth redirect and the hub's catch-all use public_url's host
+    "public_url_other_host": ('c.JupyterHub.public_url = "http://localhost:{port}/"\n',
+                              "broken", "public_url_mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HUB_PAGE_CAUSES))
+def test_hub_page_causes_found_by_the_session_walk(make_hubsvc: Any, case: str) -> None:
+    from hubsvc import doctor
+
+    extra, outcome, cause = HUB_PAGE_CAUSES[case]
+    inst = make_hubsvc(start=False, overrides=QUIET)
+    inst.hub_extra = extra.replace("{port}", str(inst.public_port))
+    inst.write_config()
+    inst.start()
+    create_user(inst, "quinn")
+    v = probe(inst, "quinn", start=True, repair=False)
+    assert (v.outcome, v.cause, v.walk_mode) == (outcome, cause, "session"), v.render_text()
+    assert v.exit_code == 1 and v.evidence and v.fix
+    assert any(str(inst.hub_config) in e for e in v.evidence), v.evidence  # config named
+    if outcome == "loop":
+        assert v.timings_ms["verdict_after_repeat"] < 2000, v.timings_ms
+        rep = v.chain[-1]
+        assert rep.t_ms > 0 and v.timings_ms["walk_to_repeat"] >= rep.t_ms
+        assert 0 <= v.timings_ms["verdict_at"] - rep.t_ms < 2000, v.timings_ms
+    # the walk carried the session only to the public origin
+    pub = inst.public
+    assert all(not h.cookies_sent or h.url.startswith(pub) for h in v.chain), v.render_text()
+    # doctor: the same rule, the same words, the same fix
+    finds = [f for f in doctor.flow_findings(doctor._make_ctx(cfg_of(inst)))
+             if f.id == f"jupyterhub.flow.{cause}"]
+    assert len(finds) == 1 and finds[0].severity == "error", finds
+    assert finds[0].what.startswith(v.summary) and finds[0].fix == v.fix
+    # the token walk does not see any of it, and says so instead of a bare OK
+    t = probe(inst, "quinn", start=False, token_walk=True)
+    if t.outcome == "healthy":
+        text = t.render_text()
+        assert text.startswith("NO LOOP IN THE STEPS WALKED") and "OAuth" in text, text
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+class Recorder:
+    """A loopback HTTP listener on another port that records the headers it receives
+    and answers 200 (the listener of a reported URL on another origin)."""
+
+    def __init__(self, hang: bool = False) -> None:
+        import http.server
+        import threading
+
+        self.seen: list[dict[str, str]] = []
+        self.stop_event = threading.Event()
+        seen, stop = self.seen, self.stop_event
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append({k.lower(): v for k, v in self.headers.items()})
+                if hang:
+                    stop.wait(30)
+                    return
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def probe_tokens(inst: Instance, user: str) -> list[dict[str, Any]]:
+    toks = inst.api_call("GET", f"users/{user}/tokens").json().get("api_tokens", [])
+    return [t for t in toks if t.get("note") == "hubsvc probe-spawn"]
+
+
+def test_credentials_never_leave_the_public_origin_and_token_is_narrow(
+        quiet_hubsvc: Instance) -> None:
+    from hubsvc.probe.spawn import HubAPI
+
+    inst = quiet_hubsvc
+    start_server(inst, "rita")
+    rec = Recorder()
+    try:
+        other = f"http://127.0.0.1:{rec.port}/user/rita/"
+        for token_walk in (True, False):
+            v = probe(inst, "rita", start=False, entry_url=other, token_walk=token_walk)
+            assert "without credentials" in v.credentials or "no credentials" in \
+                v.credentials, v.render_text()
+            assert v.chain[-1].url == other and not v.chain[-1].cookies_sent
+    finally:
+        rec.close()
+    assert len(rec.seen) == 2
+    assert not [h for h in rec.seen if "authorization" in h or "cookie" in h], rec.seen
+    assert not probe_tokens(inst, "rita")
+    # the token probe-spawn mints opens rita's server and nothing else
+    cfg = cfg_of(inst)
+
+    async def mint() -> tuple[str, str]:
+        async with httpx.AsyncClient(trust_env=False) as c:
+            return await HubAPI(c, cfg, inst.secret("hubsvc_api_token")).mint_token("rita", 60)
+
+    tok, tid = asyncio.run(mint())
+    try:
+        assert inst.get_public("/user/rita/api/status", tok) == 200
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            h = {"Authorization": f"token {tok}"}
+            # its own name is all the hub tells it (JupyterHub lets any token identify
+            # its owner); no server model, no list of users, no new token, no stop
+            me = c.get(f"{inst.hub}/hub/api/users/rita", headers=h)
+            assert me.status_code == 200 and "servers" not in me.json(), me.text
+            assert c.get(f"{inst.hub}/hub/api/users", headers=h).status_code == 403
+            assert c.post(f"{inst.hub}/hub/api/users/rita/tokens", headers=h,
+                          json={}).status_code == 403
+            assert c.delete(f"{inst.hub}/hub/api/users/rita/server",
+                            headers=h).status_code == 403
+        info = inst.api_call("GET", f"users/rita/tokens/{tid}").json()
+        # what was asked for, plus the two JupyterHub gives every token to identify its owner
+        assert set(info["scopes"]) == {"access:servers!server=rita/", "read:users:name!user=rita",
+                                       "read:users:groups!user=rita"}, info
+        assert info.get("expires_at"), info  # short-lived
+    finally:
+        inst.api_call("DELETE", f"users/rita/tokens/{tid}")
+    # the cookie secret replaced under the running hub: the session hubsvc makes from the
+    # file is no longer the hub's, and the walk says so instead of guessing a loop
+    secret = inst.state / "jupyterhub_cookie_secret"
+    kept = secret.read_text()
+    secret.write_text("cd" * 32 + "\n")
+    try:
+        v = probe(inst, "rita", start=False, repair=False)
+    finally:
+        secret.write_text(kept)
+    assert (v.outcome, v.cause) == ("broken", "session_refused"), v.render_text()
+    assert "restart hubsvc" in v.fix
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_token_deleted_when_the_probe_is_interrupted(quiet_hubsvc: Instance, sig: str) -> None:
+    import signal
+
+    inst = quiet_hubsvc
+    start_server(inst, "sam")
+    rec = Recorder(hang=True)  # a page on the public origin that never answers
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            r = c.post(f"{inst.api}/api/routes/hang",
+                       json={"target": f"http://127.0.0.1:{rec.port}"},
+                       headers={"Authorization": f"token {inst.secret('proxy_auth_token')}"})
+        assert r.status_code == 201
+        exe = Path(sys.executable).parent / "hubsvc"
+        p = subprocess.Popen([str(exe), "probe-spawn", "--config", str(inst.config), "--user",
+                              "sam", "--token-walk", "--url", f"{inst.public}/hang/"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (probe_tokens(inst, "sam") and rec.seen):
+            time.sleep(0.1)
+        assert probe_tokens(inst, "sam") and rec.seen, "the probe never minted its token"
+        assert "authorization" not in rec.seen[0]  # /hang is not the user's server path
+        p.send_signal(getattr(signal, sig))
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 130, (p.returncode, out, err)
+        assert "interrupted" in err
+        assert not probe_tokens(inst, "sam")
+    finally:
+        rec.close()

@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hubsvc.loopwatch import LoopWatch
-from hubsvc.redirects import (
-    Facts,
-    Hop,
-    Verdict,
-    Walk,
-    classify_spawn_failure,
-    diagnose,
-    normalize_url,
-)
+from hubsvc.probe import Facts, Hop, Verdict, Walk, classify_spawn_failure, diagnose
+from hubsvc.probe.urls import normalize_url
 from hubsvc.routewatch import Drift, Server, compare
 
 pytestmark = pytest.mark.unit
@@ -49,7 +42,7 @@ def test_normalize_ignores_counter_and_volatile_params():
 
 
 def test_collapse_folds_growing_paths_only():
-    from hubsvc.redirects import collapse_url
+    from hubsvc.probe.urls import collapse_url
 
     assert collapse_url("http://h/jhub/hub/hub/hub/user/x/") == collapse_url(
         "http://h/jhub/hub/user/x/")
