@@ -38,7 +38,6 @@ def test_bring_up_order_and_ready_only_after_chain(hubsvc: Instance) -> None:
     assert lines.count("READY=1") == 1
     ready_at = lines.index("READY=1")
     assert lines[ready_at + 1] == f"STATUS=ready: {hubsvc.public}/"
-    assert all(not ln.startswith("WATCHDOG") for ln in lines[:ready_at]) or True
     # the chain works: /hub/health through the public port, the hub's route in CHP
     assert hubsvc.get_public("/hub/health") == 200
     assert any(d.get("hub") is True for d in hubsvc.routes().values())
