@@ -265,6 +265,17 @@ def idle(s: Setup, seconds: float) -> None:
     s.figures["hub_lines_per_min"] = round((s.hub_lines() - lines0) / dt * 60, 1)
 
 
+def listing_cost(s: Setup, times: int = 5) -> None:
+    """The hub's CPU for one paged listing of every ready user (what a watch that lists
+    every user pays per call), to attribute the idle figures."""
+    hub = s.pids()["hub"]
+    with httpx.Client(trust_env=False, timeout=30) as c:
+        cpu0 = cpu_s(hub)
+        for _ in range(times):
+            s.ready_count(c)
+        s.figures["hub_cpu_ms_per_listing"] = round((cpu_s(hub) - cpu0) / times * 1000, 1)
+
+
 def kill_chp(s: Setup, n: int) -> None:
     pid = s.pids()["chp"]
     with httpx.Client(trust_env=False, timeout=2) as c:
@@ -308,6 +319,7 @@ def run_hubsvc(n: int, port: int, idle_s: float) -> dict[str, Any]:
     try:
         spawn(s, n)
         idle(s, idle_s)
+        listing_cost(s)
         kill_chp(s, n)
         inst.wait_status(lambda st: st["ready"], 120)
         kill_hub_hubsvc(s, n)

@@ -276,7 +276,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # ---- parser --------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(probe_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. `probe_options=False` leaves out probe-spawn's own options,
+    which need the (large) loop-probe module: `hubsvc run` starts faster without it."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                         help=f"hubsvc.toml (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH})")
@@ -299,11 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
-    from . import redirects
-
     ps = sub.add_parser("probe-spawn", parents=[common],
                         help="walk login -> spawn like a browser; detect and explain redirect loops")
-    redirects.add_arguments(ps)
+    if probe_options:
+        from . import redirects
+
+        redirects.add_arguments(ps)
     ps.set_defaults(func=cmd_probe_spawn)
 
     d = sub.add_parser("doctor", parents=[common],
@@ -315,10 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand named in argv, skipping global options (and --config's value)."""
+    it = iter(argv)
+    for a in it:
+        if a == "--config":
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    args_in = sys.argv[1:] if argv is None else argv
+    parser = build_parser(probe_options=_command_word(args_in) not in
+                          ("run", "status", "check-config", "doctor"))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_in)
     except SystemExit as e:
         return EX_USAGE if e.code not in (0, None) else EX_OK
     if not hasattr(args, "config"):

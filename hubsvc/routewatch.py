@@ -36,7 +36,6 @@ import httpx
 from . import routetable
 from .config import Config
 from .hubapi import iter_users
-from .redirects import resync_routes
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
 
@@ -144,6 +143,8 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
 
 async def repair(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
     """Ask the hub to re-sync every route (POST /hub/api/proxy)."""
+    from .redirects import resync_routes  # not at import: `hubsvc run` starts without it
+
     return await resync_routes(client, cfg, hub_token)
 
 
