@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         left = asyncio.run(stop_leftover_units(cfg.paths.runtime_dir))
         if left:
             structlog.get_logger("hubsvc").warning("stopped_leftover_units", units=left)
-    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
+    problems = preflight.run_problems(cfg)
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG
