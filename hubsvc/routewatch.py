@@ -17,8 +17,10 @@ What the drift watch asks, and how often:
   hub stopped is forgotten, a server still running is drift. CHP's table is read once more
   to rule out a route that was being replaced, then the hub re-syncs (`POST /hub/api/proxy`).
 - the full listing of ready servers (paged) only at the first check, every
-  `FULL_LISTING_S`, and when many users' routes change at once: it catches a server whose
-  route never reached CHP, which leaves no trace in CHP's table.
+  `FULL_LISTING_S` (longer on a hub where the listing itself takes long, so that its cost
+  stays a fixed small share of the hub's time), and when many users' routes change at
+  once: it catches a server whose route never reached CHP, which leaves no trace in CHP's
+  table.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ from .hubapi import iter_users
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
 
-FULL_LISTING_S = 60.0  # a server whose route never reached CHP is found this late at worst
+# A server whose route never reached CHP is found this late at worst (the hub's own
+# re-sync, every last_activity_interval = 300 s, also catches it) …
+FULL_LISTING_S = 60.0
+# … or later on a large hub: the listing's own duration times this, so that listing every
+# user keeps the hub busy at most ~0.1 % of the time whatever the number of users.
+FULL_LISTING_COST_FACTOR = 1000.0
 MAX_USER_QUESTIONS = 8  # more candidate users than this in one check: one full listing
 CHP_TIMEOUT_S = 3.0
 
@@ -184,10 +191,13 @@ class DriftWatch:
             raise
 
     async def _full_listing(self, client: httpx.AsyncClient, hub_token: str) -> None:
+        t0 = time.monotonic()
         servers = await running_servers(client, self.cfg, hub_token)
+        took = time.monotonic() - t0
         self.hub_questions += 1
         self.known = {normalise_spec(s.path): s for s in servers}
-        self._next_full = self.clock() + self.full_listing_s
+        self._next_full = self.clock() + max(self.full_listing_s,
+                                             took * FULL_LISTING_COST_FACTOR)
 
     def _learn(self, table: RouteTable) -> None:
         """A route the hub added for a user's server at that server's own routespec says

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,22 @@ def test_module_level_calls_keep_what_they_learned(setup: Any) -> None:
         assert run(routewatch.check_and_repair(client, watch.cfg, "t")).drifts == []
     assert progs.hub_requests == ["GET /base/hub/api/users"]
     routewatch._watches.clear()
+
+
+def test_a_slow_listing_is_repeated_less_often(setup: Any) -> None:
+    progs, watch, _client, clock = setup
+    handle = progs.handle
+
+    def slow(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/base/hub/api/users":
+            time.sleep(0.1)  # a large hub: the listing takes 0.1 s
+        return handle(req)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    run(watch.check(client, "t"))
+    clock.t += 90  # past FULL_LISTING_S, not past 1000 x 0.1 s
+    run(watch.check(client, "t"))
+    assert progs.hub_requests == ["GET /base/hub/api/users"]
+    clock.t += 20
+    run(watch.check(client, "t"))
+    assert progs.hub_requests == ["GET /base/hub/api/users"] * 2
