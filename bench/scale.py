@@ -238,7 +238,14 @@ async def _spawn_all(s: Setup, n: int) -> None:
 
         async def one(name: str) -> None:
             async with sem:
-                r = await c.post(f"{s.hub}/hub/api/users/{name}/server")
+                for attempt in range(3):  # a loaded machine drops the odd connection
+                    try:
+                        r = await c.post(f"{s.hub}/hub/api/users/{name}/server")
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
+                        await asyncio.sleep(1)
                 assert r.status_code in (201, 202, 400), r.text
 
         await asyncio.gather(*(one(u) for u in names))
@@ -323,10 +330,22 @@ def run_hubsvc(n: int, port: int, idle_s: float) -> dict[str, Any]:
         kill_chp(s, n)
         inst.wait_status(lambda st: st["ready"], 120)
         kill_hub_hubsvc(s, n)
+    except Exception:
+        print("hubsvc's decisions:\n" + "\n".join(
+            ln for ln in inst.log_text().splitlines() if not ln[3:].startswith(("hub|", "proxy|"))
+        )[-4000:], file=sys.stderr)
+        raise
     finally:
         inst.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+    s.figures["restarts_outside_kills"] = _unplanned_restarts(inst.log_text())
     return s.figures
+
+
+def _unplanned_restarts(log: str) -> int:
+    """Restarts hubsvc decided on its own (failed health checks), not the kills above."""
+    return sum(1 for ln in log.splitlines()
+               if ln.startswith("<3>component_failed") and "health check failed" in ln)
 
 
 def run_anchor(n: int, port: int, idle_s: float) -> dict[str, Any]:
