@@ -317,10 +317,10 @@ def kill_hub_anchor(s: AnchorSetup, n: int) -> None:
     s.figures["hub_kill_all_ready_s"] = round(time.monotonic() - t0, 2)
 
 
-def run_hubsvc(n: int, port: int, idle_s: float) -> dict[str, Any]:
+def run_hubsvc(n: int, port: int, idle_s: float, health: dict[str, Any]) -> dict[str, Any]:
     root = new_root("hubsvc-scale-")
     inst = Instance(root, hub_extra=STANDIN.format(repo=str(REPO), port=port),
-                    overrides={"health": {"interval_s": 2.0, "timeout_s": 1.0},
+                    overrides={"health": {"interval_s": 2.0, **health},
                                "restart": {"backoff_initial_s": 0.1, "backoff_max_s": 10.0}})
     s = HubsvcSetup(inst.start(timeout=120))
     try:
@@ -368,7 +368,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="0,100,1000")
     ap.add_argument("--idle", type=float, default=60.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--health-timeout", type=float, default=1.0,
+                    help="hubsvc's [health] timeout_s (default: hubsvc's default, 1 s)")
+    ap.add_argument("--failures", type=int, default=3,
+                    help="hubsvc's [health] failures_before_restart (default 3)")
     args = ap.parse_args()
+    health = {"timeout_s": args.health_timeout, "failures_before_restart": args.failures}
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.standin", str(port)], cwd=REPO,
                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -376,10 +381,10 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
                    f"Python {platform.python_version()}",
-        "load_at_start": os.getloadavg(), "idle_s": args.idle, "sizes": {}}
+        "load_at_start": os.getloadavg(), "idle_s": args.idle, "health": health, "sizes": {}}
     try:
         for n in (int(x) for x in args.sizes.split(",")):
-            row = {"hubsvc": run_hubsvc(n, port, args.idle),
+            row = {"hubsvc": run_hubsvc(n, port, args.idle, health),
                    "anchor": run_anchor(n, port, args.idle),
                    "load": os.getloadavg()}
             results["sizes"][n] = row
