@@ -370,10 +370,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--health-timeout", type=float, default=1.0,
                     help="hubsvc's [health] timeout_s (default: hubsvc's default, 1 s)")
+    ap.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                    help="spawn requests in flight at once")
     ap.add_argument("--failures", type=int, default=3,
                     help="hubsvc's [health] failures_before_restart (default 3)")
     args = ap.parse_args()
     health = {"timeout_s": args.health_timeout, "failures_before_restart": args.failures}
+    global CONCURRENCY
+    CONCURRENCY = args.concurrency
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.standin", str(port)], cwd=REPO,
                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -381,7 +385,8 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
                    f"Python {platform.python_version()}",
-        "load_at_start": os.getloadavg(), "idle_s": args.idle, "health": health, "sizes": {}}
+        "load_at_start": os.getloadavg(), "idle_s": args.idle, "health": health,
+        "concurrency": args.concurrency, "sizes": {}}
     try:
         for n in (int(x) for x in args.sizes.split(",")):
             row = {"hubsvc": run_hubsvc(n, port, args.idle, health),

@@ -191,6 +191,9 @@ class DriftWatch:
             raise
 
     async def _full_listing(self, client: httpx.AsyncClient, hub_token: str) -> None:
+        # a hub too busy to answer is not asked again at the next interval, but a period
+        # later: what was learned so far (and from CHP's table meanwhile) stays in use
+        self._next_full = self.clock() + self.full_listing_s
         t0 = time.monotonic()
         servers = await running_servers(client, self.cfg, hub_token)
         took = time.monotonic() - t0

@@ -264,3 +264,23 @@ def test_a_slow_listing_is_repeated_less_often(setup: Any) -> None:
     clock.t += 20
     run(watch.check(client, "t"))
     assert progs.hub_requests == ["GET /base/hub/api/users"] * 2
+
+
+def test_a_hub_too_busy_to_list_is_not_asked_again_at_once(setup: Any) -> None:
+    progs, watch, client, clock = setup
+    handle = progs.handle
+
+    def busy(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/base/hub/api/users":
+            progs.hub_requests.append("timed out")
+            raise httpx.ReadTimeout("busy", request=req)
+        return handle(req)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(busy))
+    with pytest.raises(httpx.ReadTimeout):
+        run(watch.check(client, "t"))
+    for _ in range(5):
+        clock.t += 2
+        run(watch.check(client, "t"))  # learns from CHP's table meanwhile
+    assert progs.hub_requests == ["timed out"]
+    assert "/base/user/bob" in watch.known
