@@ -49,7 +49,7 @@ from tests.integration.hubsvc_harness import (  # noqa: E402
 
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
-CONCURRENCY = 16
+SPAWN = {"concurrency": 16}  # requests in flight at once (--concurrency)
 HZ = os.sysconf("SC_CLK_TCK")
 
 STANDIN = '''
@@ -234,7 +234,7 @@ async def _spawn_all(s: Setup, n: int) -> None:
         for i in range(0, n, 200):
             r = await c.post(f"{s.hub}/hub/api/users", json={"usernames": names[i:i + 200]})
             assert r.status_code in (201, 409), r.text
-        sem = asyncio.Semaphore(CONCURRENCY)
+        sem = asyncio.Semaphore(SPAWN["concurrency"])
 
         async def one(name: str) -> None:
             async with sem:
@@ -370,14 +370,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--health-timeout", type=float, default=1.0,
                     help="hubsvc's [health] timeout_s (default: hubsvc's default, 1 s)")
-    ap.add_argument("--concurrency", type=int, default=CONCURRENCY,
+    ap.add_argument("--concurrency", type=int, default=SPAWN["concurrency"],
                     help="spawn requests in flight at once")
     ap.add_argument("--failures", type=int, default=3,
                     help="hubsvc's [health] failures_before_restart (default 3)")
     args = ap.parse_args()
     health = {"timeout_s": args.health_timeout, "failures_before_restart": args.failures}
-    global CONCURRENCY
-    CONCURRENCY = args.concurrency
+    SPAWN["concurrency"] = args.concurrency
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.standin", str(port)], cwd=REPO,
                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
