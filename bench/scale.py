@@ -231,8 +231,9 @@ async def _spawn_all(s: Setup, n: int) -> None:
     headers = {"Authorization": f"token {TEST_TOKEN}"}
     names = [f"u{i:04d}" for i in range(n)]
     async with httpx.AsyncClient(trust_env=False, timeout=120, headers=headers) as c:
-        for i in range(0, n, 200):
-            r = await c.post(f"{s.hub}/hub/api/users", json={"usernames": names[i:i + 200]})
+        # small batches: creating users blocks the hub's event loop for the whole request
+        for i in range(0, n, 20):
+            r = await c.post(f"{s.hub}/hub/api/users", json={"usernames": names[i:i + 20]})
             assert r.status_code in (201, 409), r.text
         sem = asyncio.Semaphore(SPAWN["concurrency"])
 
