@@ -16,6 +16,9 @@ What the drift watch asks, and how often:
 - the hub is asked about a candidate's user only (`GET /hub/api/users/NAME`): a server the
   hub stopped is forgotten, a server still running is drift. CHP's table is read once more
   to rule out a route that was being replaced, then the hub re-syncs (`POST /hub/api/proxy`).
+- when the table changed at all (a route, or users' activity: never at idle), the hub's
+  count of users with a ready server (one row of one page): a route that came and went
+  between two checks left nothing in CHP's table to compare with, the count shows it.
 - the full listing of ready servers (paged) only at the first check, every
   `FULL_LISTING_S` (longer on a hub where the listing itself takes long, so that its cost
   stays a fixed small share of the hub's time), and when many users' routes change at
@@ -49,6 +52,7 @@ FULL_LISTING_S = 60.0
 FULL_LISTING_COST_FACTOR = 1000.0
 MAX_USER_QUESTIONS = 8  # more candidate users than this in one check: one full listing
 CHP_TIMEOUT_S = 3.0
+COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,18 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
     return _servers_of(r.json())
 
 
+async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> int:
+    """How many users have a ready server: one page of one user, whatever the number of
+    users (the hub counts in its database). Raises httpx.HTTPError / ValueError."""
+    r = await client.get(cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users",
+                         params={"state": "ready", "limit": 1},
+                         headers={"Authorization": f"token {hub_token}",
+                                  "Accept": "application/jupyterhub-pagination+json"},
+                         timeout=5.0)
+    r.raise_for_status()
+    return int(r.json()["_pagination"]["total"])
+
+
 async def repair(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
     """Ask the hub to re-sync every route (POST /hub/api/proxy)."""
     from .redirects import resync_routes  # not at import: `hubsvc run` starts without it
@@ -174,6 +190,7 @@ class DriftWatch:
         self.known: dict[str, Server] = {}  # routespec -> a server the hub runs
         self._last_body: bytes | None = None
         self._next_full = -math.inf
+        self._next_count = -math.inf
         self._proxy_token: str | None = None
         self.hub_questions = 0  # requests to the hub so far (for tests and benchmarks)
 
@@ -245,6 +262,17 @@ class DriftWatch:
         if full:
             await self._full_listing(client, hub_token)
         self._learn(table)
+        if not full and self.clock() >= self._next_count:
+            # The table changed (a route, or users' activity): a route the hub added and
+            # that vanished before this watch saw it leaves no trace in CHP's table, but
+            # the hub's count of users with a ready server then differs from ours.
+            self._next_count = self.clock() + COUNT_MIN_GAP_S
+            self.hub_questions += 1
+            if await ready_user_count(client, self.cfg, hub_token) != \
+                    len({s.user for s in self.known.values()}):
+                full = True
+                await self._full_listing(client, hub_token)
+                self._learn(table)
         drifts = self._compare(table)
         if drifts and not full:
             drifts = await self._confirm(client, hub_token, drifts, table)

@@ -113,6 +113,10 @@ class Programs:
         path = req.url.path
         if path == "/api/routes":
             return httpx.Response(200, content=json.dumps(self.table).encode())
+        if path == "/base/hub/api/users" and req.url.params.get("limit") == "1":
+            self.hub_requests.append("COUNT")
+            total = sum(1 for u in self.ready if self.ready[u])
+            return httpx.Response(200, json={"items": [], "_pagination": {"total": total}})
         self.hub_requests.append(f"{req.method} {path}")
         if path == "/base/hub/api/users":
             items = [self.model(u) for u in sorted(self.ready) if self.ready[u]]
@@ -177,7 +181,8 @@ def test_vanished_route_is_drift_after_one_question_about_that_user(setup: Any) 
     res = run(watch.check_and_repair(client, "t"))
     assert [(d.kind, d.user) for d in res.drifts] == [("missing", "bob")]
     assert res.repaired is True
-    assert progs.hub_requests == ["GET /base/hub/api/users/bob", "POST /base/hub/api/proxy"]
+    assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users/bob",
+                                  "POST /base/hub/api/proxy"]
 
 
 def test_a_server_the_hub_stopped_is_forgotten_not_repaired(setup: Any) -> None:
@@ -188,10 +193,10 @@ def test_a_server_the_hub_stopped_is_forgotten_not_repaired(setup: Any) -> None:
     del progs.table["/base/user/alice/nb"]
     clock.t += 2
     assert run(watch.check_and_repair(client, "t")).drifts == []
-    assert progs.hub_requests == ["GET /base/hub/api/users/alice"]
+    assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users/alice"]
     clock.t += 2
     assert run(watch.check(client, "t")) == []
-    assert progs.hub_requests == ["GET /base/hub/api/users/alice"]
+    assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users/alice"]
 
 
 def test_new_route_from_the_hub_is_learned_from_chp_alone(setup: Any) -> None:
@@ -203,13 +208,13 @@ def test_new_route_from_the_hub_is_learned_from_chp_alone(setup: Any) -> None:
     clock.t += 2
     assert run(watch.check(client, "t")) == []
     assert normalise_spec("/base/user/carol/") in watch.known
-    assert progs.hub_requests == []
+    assert progs.hub_requests == ["COUNT"]  # the hub's count agrees: nothing else asked
     # rewritten to bob's data: wrong_user, confirmed with one question about carol
     progs.table["/base/user/carol"] = {**progs.table["/base/user/bob"]}
     clock.t += 2
     (d,) = run(watch.check(client, "t"))
     assert d.kind == "wrong_user" and d.user == "carol"
-    assert progs.hub_requests == ["GET /base/hub/api/users/carol"]
+    assert progs.hub_requests == ["COUNT", "COUNT", "GET /base/hub/api/users/carol"]
 
 
 def test_many_vanished_routes_cost_one_listing(setup: Any) -> None:
@@ -224,7 +229,7 @@ def test_many_vanished_routes_cost_one_listing(setup: Any) -> None:
     clock.t += 2
     got = run(watch.check(client, "t"))
     assert len(got) == 20 and {d.kind for d in got} == {"missing"}
-    assert progs.hub_requests == ["GET /base/hub/api/users"]
+    assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
 
 
 def test_hub_route_gone_is_drift_without_asking_the_hub(setup: Any) -> None:
@@ -235,7 +240,7 @@ def test_hub_route_gone_is_drift_without_asking_the_hub(setup: Any) -> None:
     clock.t += 2
     res = run(watch.check_and_repair(client, "t"))
     assert [(d.kind, d.user, d.routespec) for d in res.drifts] == [("missing", "", "/base")]
-    assert res.repaired is True and progs.hub_requests == ["POST /base/hub/api/proxy"]
+    assert res.repaired is True and progs.hub_requests == ["COUNT", "POST /base/hub/api/proxy"]
 
 
 def test_module_level_calls_keep_what_they_learned(setup: Any) -> None:
@@ -271,7 +276,7 @@ def test_a_hub_too_busy_to_list_is_not_asked_again_at_once(setup: Any) -> None:
     handle = progs.handle
 
     def busy(req: httpx.Request) -> httpx.Response:
-        if req.url.path == "/base/hub/api/users":
+        if req.url.path == "/base/hub/api/users" and req.url.params.get("limit") != "1":
             progs.hub_requests.append("timed out")
             raise httpx.ReadTimeout("busy", request=req)
         return handle(req)
@@ -282,5 +287,19 @@ def test_a_hub_too_busy_to_list_is_not_asked_again_at_once(setup: Any) -> None:
     for _ in range(5):
         clock.t += 2
         run(watch.check(client, "t"))  # learns from CHP's table meanwhile
-    assert progs.hub_requests == ["timed out"]
+    assert progs.hub_requests == ["timed out", "COUNT"]
     assert "/base/user/bob" in watch.known
+
+
+def test_a_route_that_came_and_went_unseen_is_found_by_the_hubs_count(setup: Any) -> None:
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    progs.hub_requests.clear()
+    # carol's server started and its route was deleted before the next check; only the
+    # users' activity changed CHP's table
+    progs.ready["carol"] = {""}
+    progs.table["/base"]["last_activity"] = "2026-12-01T00:00:00.000Z"
+    clock.t += 2
+    (d,) = run(watch.check(client, "t"))
+    assert (d.kind, d.user, d.routespec) == ("missing", "carol", "/base/user/carol")
+    assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
