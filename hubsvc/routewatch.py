@@ -16,9 +16,10 @@ What the drift watch asks, and how often:
 - the hub is asked about a candidate's user only (`GET /hub/api/users/NAME`): a server the
   hub stopped is forgotten, a server still running is drift. CHP's table is read once more
   to rule out a route that was being replaced, then the hub re-syncs (`POST /hub/api/proxy`).
-- when the table changed at all (a route, or users' activity: never at idle), the hub's
-  count of users with a ready server (one row of one page): a route that came and went
-  between two checks left nothing in CHP's table to compare with, the count shows it.
+- when the table changed at all (a route, or users' activity), and every
+  `COUNT_EVERY_INTERVALS` intervals, the hub's count of users with a ready server (one
+  row of one page, whatever the number of users): a route that came and went between two
+  checks left nothing in CHP's table to compare with; the count shows it.
 - the full listing of ready servers (paged) only at the first check, every
   `FULL_LISTING_S` (longer on a hub where the listing itself takes long, so that its cost
   stays a fixed small share of the hub's time), and when many users' routes change at
@@ -52,7 +53,8 @@ FULL_LISTING_S = 60.0
 FULL_LISTING_COST_FACTOR = 1000.0
 MAX_USER_QUESTIONS = 8  # more candidate users than this in one check: one full listing
 CHP_TIMEOUT_S = 3.0
-COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often
+COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often …
+COUNT_EVERY_INTERVALS = 5  # … and at least every this many health intervals
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class DriftWatch:
         self._last_body: bytes | None = None
         self._next_full = -math.inf
         self._next_count = -math.inf
+        self._count_by = -math.inf
         self._proxy_token: str | None = None
         self.hub_questions = 0  # requests to the hub so far (for tests and benchmarks)
 
@@ -216,6 +219,7 @@ class DriftWatch:
         took = time.monotonic() - t0
         self.hub_questions += 1
         self.known = {normalise_spec(s.path): s for s in servers}
+        self._count_by = self.clock() + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
         self._next_full = self.clock() + max(self.full_listing_s,
                                              took * FULL_LISTING_COST_FACTOR)
 
@@ -255,18 +259,22 @@ class DriftWatch:
         """Confirmed drifts. Raises httpx.HTTPError / TableUnavailable when the hub or CHP
         does not answer (what was learned is kept)."""
         body = await self._table_bytes(client)
-        full = self.clock() >= self._next_full
-        if body == self._last_body and not full:
+        now = self.clock()
+        full = now >= self._next_full
+        changed = body != self._last_body
+        count_due = now >= self._count_by
+        if not (changed or full or count_due):
             return []
         table = routetable.parse_bytes(body)
         if full:
             await self._full_listing(client, hub_token)
         self._learn(table)
-        if not full and self.clock() >= self._next_count:
-            # The table changed (a route, or users' activity): a route the hub added and
-            # that vanished before this watch saw it leaves no trace in CHP's table, but
-            # the hub's count of users with a ready server then differs from ours.
-            self._next_count = self.clock() + COUNT_MIN_GAP_S
+        if not full and (changed or count_due) and now >= self._next_count:
+            # A route the hub added and that vanished before this watch saw it leaves no
+            # trace in CHP's table, but the hub's count of users with a ready server then
+            # differs from ours: asked when the table changed, and every few intervals.
+            self._next_count = now + COUNT_MIN_GAP_S
+            self._count_by = now + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
             self.hub_questions += 1
             if await ready_user_count(client, self.cfg, hub_token) != \
                     len({s.user for s in self.known.values()}):

@@ -159,17 +159,19 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_idle_checks_ask_only_chp(setup: Any) -> None:
+def test_idle_checks_ask_chp_and_now_and_then_the_hubs_count(setup: Any) -> None:
     progs, watch, client, clock = setup
     assert run(watch.check(client, "t")) == []
     assert progs.hub_requests == ["GET /base/hub/api/users"]  # first check: one listing
     for _ in range(25):  # 50 s of 2 s intervals: nothing changed
         clock.t += 2
         assert run(watch.check(client, "t")) == []
-    assert progs.hub_requests == ["GET /base/hub/api/users"]
+    # one count (one row) every 5 intervals, nothing else
+    assert progs.hub_requests == ["GET /base/hub/api/users"] + ["COUNT"] * 5
     clock.t += 20  # a full listing is due
     run(watch.check(client, "t"))
-    assert progs.hub_requests == ["GET /base/hub/api/users"] * 2
+    assert progs.hub_requests == ["GET /base/hub/api/users"] + ["COUNT"] * 5 + [
+        "GET /base/hub/api/users"]
 
 
 def test_vanished_route_is_drift_after_one_question_about_that_user(setup: Any) -> None:
@@ -265,10 +267,10 @@ def test_a_slow_listing_is_repeated_less_often(setup: Any) -> None:
     run(watch.check(client, "t"))
     clock.t += 90  # past FULL_LISTING_S, not past 1000 x 0.1 s
     run(watch.check(client, "t"))
-    assert progs.hub_requests == ["GET /base/hub/api/users"]
+    assert progs.hub_requests == ["GET /base/hub/api/users", "COUNT"]
     clock.t += 20
     run(watch.check(client, "t"))
-    assert progs.hub_requests == ["GET /base/hub/api/users"] * 2
+    assert progs.hub_requests == ["GET /base/hub/api/users", "COUNT", "GET /base/hub/api/users"]
 
 
 def test_a_hub_too_busy_to_list_is_not_asked_again_at_once(setup: Any) -> None:
@@ -302,4 +304,17 @@ def test_a_route_that_came_and_went_unseen_is_found_by_the_hubs_count(setup: Any
     clock.t += 2
     (d,) = run(watch.check(client, "t"))
     assert (d.kind, d.user, d.routespec) == ("missing", "carol", "/base/user/carol")
+    assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
+
+
+def test_an_unseen_route_is_found_by_the_periodic_count_with_no_change_in_chp(setup: Any) -> None:
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    progs.hub_requests.clear()
+    progs.ready["dan"] = {""}  # running, its route never reached CHP (or came and went)
+    found = []
+    for _ in range(5):
+        clock.t += 2
+        found += run(watch.check(client, "t"))
+    assert [(d.kind, d.user) for d in found] == [("missing", "dan")]
     assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
