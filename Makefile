@@ -61,6 +61,7 @@ bench: setup
 	$(PY) bench/startup.py
 	$(PY) bench/redirect_verdict.py
 	$(PY) bench/slurm_spawn.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf demo-state build dist *.egg-info .pytest_cache

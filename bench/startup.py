@@ -6,8 +6,8 @@ P1  hubsvc start -> READY=1   vs  a bare script: start CHP, poll its API, start 
 P2  kill -9 CHP -> a running user's /user/NAME/api/status 200 through the proxy
                                                                       goal median <= 1.0 s
 P3  kill -9 hub -> /hub/health 200 through the proxy   vs  bare hub exec -> /hub/health
-                                                                      goal <= bare + 0.5 s
-P5  supervisor RSS and CPU while idle                   goal <= 60 MB, <= 0.5 % of a core
+                                                                      goal <= bare + 0.3 s
+P5  supervisor RSS and CPU while idle                   goal <= 60 MB, <= 0.3 % of a core (no servers)
 
 Usage: .venv/bin/python bench/startup.py [--runs 5] [--idle 60]
 """
@@ -21,6 +21,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,13 +104,54 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+class LogTail:
+    """Arrival times of hubsvc's log lines (they carry no timestamp when piped)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        with open(self.path, errors="replace") as f:
+            f.seek(0, os.SEEK_END)
+            buf = ""
+            while not self._stop.is_set():
+                chunk = f.read()
+                if chunk:
+                    buf += chunk
+                    *done, buf = buf.split("\n")
+                    now = time.monotonic()
+                    self.lines += [(now, ln) for ln in done]
+                else:
+                    time.sleep(0.002)
+
+    def first(self, after: float, needle: str) -> float | None:
+        return next((t for t, ln in self.lines if t >= after and needle in ln), None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(1)
+
+
+P3_STEPS = [("detected (component_failed)", "component_failed component=hub"),
+            ("hub executed (component_started)", "component_started component=hub"),
+            ("hub answers on its bind URL (component_ready)", "component_ready component=hub"),
+            ("chain proven, ready again (recovered)", "recovered component=hub")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--idle", type=float, default=60.0)
     args = ap.parse_args()
+    # user servers kept on stop: the bare hub start P3 is compared with re-adopts the same
+    # running server over the same database, as the restarted hub does
     inst = Instance(new_root("hubsvc-bench-"),
-                    overrides={"health": {"interval_s": 2.0, "timeout_s": 1.0}})
+                    overrides={"health": {"interval_s": 2.0, "timeout_s": 1.0},
+                               "hub": {"user_servers_on_stop": "keep"}})
     try:
         # warm-up: creates the database, secrets and the generated config
         hubsvc_cold_start(inst)
@@ -125,10 +167,12 @@ def main() -> None:
         token = inst.user_token("bench")
         status_url = "/user/bench/api/status"
         p2, p3 = [], []
+        steps: dict[str, list[float]] = {name: [] for name, _ in P3_STEPS}
         for _ in range(args.runs):
             os.kill(inst.pid("proxy"), signal.SIGKILL)
             p2.append(inst.wait_public(status_url, token, 200, timeout=30))
             inst.wait_status(lambda s: s["ready"], 30)
+        tail = LogTail(inst.log_path)
         for _ in range(args.runs):
             old = inst.pid("hub")
             os.kill(old, signal.SIGKILL)
@@ -138,6 +182,12 @@ def main() -> None:
             wait_200(f"{inst.public}/hub/health", timeout=90)
             p3.append(time.monotonic() - t0)
             inst.wait_status(lambda s: s["ready"], 60)
+            time.sleep(0.2)
+            for name, needle in P3_STEPS:
+                at = tail.first(t0, needle)
+                if at is not None:
+                    steps[name].append(at - t0)
+        tail.close()
 
         pid = inst.proc.pid
         time.sleep(2)
@@ -145,6 +195,8 @@ def main() -> None:
         time.sleep(args.idle)
         cpu = (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
         rss = proc_rss_mb(pid)
+        inst.stop()
+        bare_same_db = [bare_start(inst)[1] for _ in range(args.runs)]
     finally:
         inst.cleanup()
 
@@ -155,10 +207,16 @@ def main() -> None:
           f"ratio {r:.3f}  (goal <= 1.10)")
     print(f"P2 CHP kill -> user route 200   median {med(p2):.3f}s  max {max(p2):.3f}s  (goal <= 1.0s)")
     print(f"P3 hub kill -> /hub/health 200 via proxy  median {med(p3):.3f}s  "
-          f"bare hub start {med(bare_hub):.3f}s  difference {med(p3) - med(bare_hub):+.3f}s  "
-          f"(goal <= +0.5s)")
+          f"bare hub start {med(bare_hub):.3f}s  difference {med(p3) - med(bare_hub):+.3f}s; "
+          f"bare hub start over the same database with the server running "
+          f"{med(bare_same_db):.3f}s  difference {med(p3) - med(bare_same_db):+.3f}s  "
+          f"(goal <= +0.3s)")
+    print("P3 where the time goes (median seconds after the kill, as hubsvc logged it):")
+    for name, xs in steps.items():
+        if xs:
+            print(f"   {name:<48} {med(xs):.3f}s")
     print(f"P5 supervisor idle {args.idle:g}s: RSS {rss:.1f} MB (goal <= 60), "
-          f"CPU {cpu:.3f} % of a core (goal <= 0.5)")
+          f"CPU {cpu:.3f} % of a core (goal <= 0.3)")
 
 
 if __name__ == "__main__":

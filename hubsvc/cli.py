@@ -62,8 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         skip = units_at_start(launcher)
     from . import tls
 
-    problems = preflight.static_problems(cfg) + preflight.port_problems(cfg)
-    problems += tls.preflight_problems(cfg)
+    problems = preflight.run_problems(cfg) + tls.preflight_problems(cfg)
     problems = [p for p in problems if p.field not in skip]
     if problems:
         _print_problems(problems, str(cfg.source))
@@ -330,7 +329,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # ---- parser --------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(probe_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. `probe_options=False` leaves out probe-spawn's own options,
+    which need the (large) loop-probe module: `hubsvc run` starts faster without it."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                         help=f"hubsvc.toml (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH})")
@@ -360,11 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for the outcome (default 300)")
     rl.set_defaults(func=cmd_reload)
 
-    from . import probe
-
     ps = sub.add_parser("probe-spawn", parents=[common],
                         help="walk login -> spawn like a browser; detect and explain redirect loops")
-    probe.add_arguments(ps)
+    if probe_options:
+        from . import probe
+
+        probe.add_arguments(ps)
     ps.set_defaults(func=cmd_probe_spawn)
 
     d = sub.add_parser("doctor", parents=[common],
@@ -376,10 +378,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand named in argv, skipping global options (and --config's value)."""
+    it = iter(argv)
+    for a in it:
+        if a == "--config":
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    args_in = sys.argv[1:] if argv is None else argv
+    parser = build_parser(probe_options=_command_word(args_in) not in
+                          ("run", "status", "check-config", "doctor"))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_in)
     except SystemExit as e:
         return EX_USAGE if e.code not in (0, None) else EX_OK
     if not hasattr(args, "config"):

@@ -120,20 +120,42 @@ if _H["hsts"]:
     else:
         _ts.update({{"headers": {{"Strict-Transport-Security": _H["hsts"]}}}})
 
-# 4. hubsvc reads the hub's API every health interval (route drift watch): keep its
-#    successful read-only requests out of the hub's log, or it gets a line every 2 s.
-import logging as _logging
+# 4. Quiet polls: hubsvc's own successful reads of the hub's API get no INFO line in the
+#    hub's log (they would add one every few minutes per page of users, forever). Every
+#    access line comes from tornado's `log_function` (JupyterHub's log_request picks its
+#    level), so the decision is taken there, where the request's identity is known: only
+#    a GET/HEAD authenticated with hubsvc's own service token that succeeded goes to
+#    DEBUG. A user cannot pass for that service, so no user's request or failure is hidden.
+def _hubsvc_log_function():
+    import logging
+
+    from jupyterhub.log import log_request
+    from jupyterhub.metrics import prometheus_log_method
+    from tornado.log import access_log
+
+    settings = c.JupyterHub.tornado_settings
+    base = (settings.get("log_function") if isinstance(settings, dict) else None) or log_request
+
+    def log_function(handler):
+        request = handler.request
+        if handler.get_status() < 300 and request.method in ("GET", "HEAD"):
+            try:
+                who = handler.current_user
+            except Exception:
+                who = None
+            if getattr(who, "kind", None) == "service" and who.name == _H["service"]:
+                if access_log.isEnabledFor(logging.DEBUG):
+                    access_log.debug("%d %s %s (%s service) %.2fms", handler.get_status(),
+                                     request.method, request.path, _H["service"],
+                                     1000.0 * request.request_time())
+                prometheus_log_method(handler)
+                return
+        base(handler)
+
+    settings.update({{"log_function": log_function}})
 
 
-class _QuietHubsvcPolls(_logging.Filter):
-    def filter(self, record):
-        if record.levelno != _logging.INFO:
-            return True
-        msg = record.getMessage()
-        return not (msg.startswith("200 GET ") and ("(" + _H["service"] + "@") in msg)
-
-
-_logging.getLogger("JupyterHub").addFilter(_QuietHubsvcPolls())
+_hubsvc_log_function()
 
 {hub_log_block}
 # 5. What the hub logs through syslog() itself (PAM's "authentication failure" …) is

@@ -85,6 +85,16 @@ def static_problems(cfg: Config) -> list[Problem]:
             if f.group != "ports"]
 
 
+def run_problems(cfg: Config) -> list[Problem]:
+    """Everything `hubsvc run` checks before it starts anything: `static_problems` and
+    `port_problems` together, from one pass of the doctor's checks (each port is looked
+    up once: reading every socket on a busy host is the slowest check of all)."""
+    out = ensure_dirs(cfg)
+    if out:
+        return out + port_problems(cfg)
+    return [_problem(f) for f in doctor.blocking(doctor.preflight_findings(cfg))]
+
+
 _PORT_IDS = {"ports.public": "public", "ports.api": "api", "ports.hub": "hub_bind"}
 
 

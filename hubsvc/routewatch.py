@@ -1,25 +1,57 @@
 """The passive side of loop detection, for the supervisor's watch loop.
 
-- `compare(servers, routes)` (pure): running servers vs CHP's table -> `Drift`s.
-- `check_routes(client, cfg, hub_token)`: reads both, compares, re-reads to rule out a
-  server that was just starting or stopping, and returns the confirmed drifts.
-- `repair(client, cfg, hub_token)`: `POST /hub/api/proxy` (the hub re-syncs the table).
-- `check_and_repair(...)`: both, for one health interval.
+- `compare(servers, table)` (pure): running servers vs CHP's table -> `Drift`s.
+- `DriftWatch`: route drift at a cost that does not grow with the number of users (below).
+- `check_routes` / `check_and_repair(client, cfg, hub_token)`: one health interval of it.
 
-The hub's log side of loop detection lives in loopwatch.py.
+What the drift watch asks, and how often:
+- every health interval, CHP's table (one local request). When its bytes equal the last
+  table's, nothing changed and nothing else happens: no parsing, no request to the hub.
+- the servers it expects are those the hub listed at its last full listing plus every
+  route the hub added since (a route the hub writes names its user and server, so a new
+  server is learned from CHP's table alone). A route that vanished, or now points at the
+  hub or at someone else, is a candidate drift, seen from CHP's table alone.
+- the hub is asked about a candidate's user only (`GET /hub/api/users/NAME`): a server the
+  hub stopped is forgotten, a server still running is drift. CHP's table is read once more
+  to rule out a route that was being replaced, then the hub re-syncs (`POST /hub/api/proxy`).
+- when the table changed at all (a route, or users' activity), and every
+  `COUNT_EVERY_INTERVALS` intervals, the hub's count of users with a ready server (one
+  row of one page, whatever the number of users): a route that came and went between two
+  checks left nothing in CHP's table to compare with; the count shows it.
+- the full listing of ready servers (paged) only at the first check, every
+  `FULL_LISTING_S` (longer on a hub where the listing itself takes long, so that its cost
+  stays a fixed small share of the hub's time), and when many users' routes change at
+  once: it catches a server whose route never reached CHP, which leaves no trace in CHP's
+  table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from . import routetable
 from .config import Config
 from .hubapi import iter_users, resync_routes
-from .probes import route_table
+from .routetable import RouteTable, normalise_spec, user_routespec
+from .secrets import SecretFiles, read
+
+# A server whose route never reached CHP is found this late at worst (the hub's own
+# re-sync, every last_activity_interval = 300 s, also catches it) …
+FULL_LISTING_S = 60.0
+# … or later on a large hub: the listing's own duration times this, so that listing every
+# user keeps the hub busy at most ~0.1 % of the time whatever the number of users.
+FULL_LISTING_COST_FACTOR = 1000.0
+MAX_USER_QUESTIONS = 8  # more candidate users than this in one check: one full listing
+CHP_TIMEOUT_S = 3.0
+COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often …
+COUNT_EVERY_INTERVALS = 5  # … and at least every this many health intervals
 
 
 @dataclass(frozen=True)
@@ -36,7 +68,7 @@ class Drift:
     """A difference between the hub's running servers and CHP's routes."""
 
     kind: str  # missing | points_to_hub | wrong_user
-    user: str
+    user: str  # "" for the hub's own route
     server_name: str
     routespec: str
     expected: str  # what the route should be
@@ -46,44 +78,55 @@ class Drift:
         """Keys for the structured `route_drift` log event."""
         return {"event": "route_drift", **asdict(self)}
 
-
-def _routespec(path: str) -> str:
-    return path.rstrip("/") or "/"
-
-
-def _lookup(routes: dict[str, Any], path: str) -> dict[str, Any] | None:
-    r = routes.get(_routespec(path)) or routes.get(path)
-    return r if isinstance(r, dict) else None
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.kind, self.user, self.server_name, self.routespec)
 
 
-def hub_target(routes: dict[str, Any]) -> str | None:
-    """Target of the hub's own route ("hub": true), else of "/"."""
-    for r in routes.values():
-        if isinstance(r, dict) and (r.get("data") or {}).get("hub"):
-            return r.get("target")
-    root = routes.get("/")
-    return root.get("target") if isinstance(root, dict) else None
+def _same_target(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
 
 
-def compare(servers: Iterable[Server], routes: dict[str, Any]) -> list[Drift]:
-    """Running servers without a route, or whose route cannot reach them. Pure."""
+def compare(servers: Iterable[Server], table: RouteTable | dict[str, Any]) -> list[Drift]:
+    """Running servers without a route, or whose route cannot reach them. Pure.
+
+    `table` is CHP's table (a RouteTable, or the payload as CHP sent it)."""
+    if not isinstance(table, RouteTable):
+        table = routetable.parse(table)
     out: list[Drift] = []
-    hub = hub_target(routes)
+    hub = table.hub_route()
     for s in servers:
-        spec = _routespec(s.path)
-        r = _lookup(routes, s.path)
+        spec = normalise_spec(s.path)
+        r = table.get(spec)
         expected = f"route {spec} to {s.user}'s server"
         if r is None:
             out.append(Drift("missing", s.user, s.name, spec, expected, None))
-            continue
-        tgt = r.get("target")
-        data = r.get("data") or {}
-        if hub and tgt and tgt.rstrip("/") == hub.rstrip("/") and not data.get("hub"):
-            out.append(Drift("points_to_hub", s.user, s.name, spec, expected, tgt))
-        elif data.get("user") not in (None, s.user):
+        elif hub is not None and not r.hub and _same_target(r.target, hub.target):
+            out.append(Drift("points_to_hub", s.user, s.name, spec, expected, r.target))
+        elif not r.jupyterhub or r.user is None:
             out.append(Drift("wrong_user", s.user, s.name, spec, expected,
-                             f"{tgt} (route of user {data.get('user')})"))
+                             f"{r.target} (a route the hub did not add)"))
+        elif r.user != s.user or r.server_name not in (None, s.name):
+            owner = r.user + (f"'s server {r.server_name!r}" if r.server_name else "")
+            out.append(Drift("wrong_user", s.user, s.name, spec, expected,
+                             f"{r.target} (route of user {owner})"))
     return out
+
+
+def hub_route_drift(table: RouteTable, cfg: Config) -> list[Drift]:
+    """The hub's own route is gone: every page of the hub answers CHP's 404 or its default."""
+    if table.hub_route() is not None:
+        return []
+    spec = normalise_spec(cfg.public.path)
+    found = table.get(spec)
+    return [Drift("missing", "", "", spec, f"the hub's own route {spec}",
+                  found.target if found else None)]
+
+
+def _servers_of(model: dict[str, Any]) -> list[Server]:
+    return [Server(model["name"], name, s["url"])
+            for name, s in (model.get("servers") or {}).items()
+            if s.get("ready") and not s.get("pending") and s.get("url")]
 
 
 async def running_servers(client: httpx.AsyncClient, cfg: Config,
@@ -91,29 +134,33 @@ async def running_servers(client: httpx.AsyncClient, cfg: Config,
     """Every ready server, from the hub's API on its private listener (paginated)."""
     out: list[Server] = []
     async for u in iter_users(client, cfg, hub_token, "ready"):
-        for name, s in (u.get("servers") or {}).items():
-            if s.get("ready") and not s.get("pending") and s.get("url"):
-                out.append(Server(u["name"], name, s["url"]))
+        out.extend(_servers_of(u))
     return out
 
 
-async def check_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> list[Drift]:
-    """Confirmed drifts: seen twice in a row, so a server starting or stopping in between
-    is not reported. Raises httpx.HTTPError when the hub or CHP does not answer."""
-    first = await _once(client, cfg, hub_token)
-    if not first:
+async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
+                       user: str) -> list[Server]:
+    """One user's ready servers (one request, whatever the number of users). Raises
+    httpx.HTTPError when the hub does not answer."""
+    url = (cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users/"
+           + quote(user, safe="@~"))
+    r = await client.get(url, headers={"Authorization": f"token {hub_token}"}, timeout=5.0)
+    if r.status_code == 404:
         return []
-    second = await _once(client, cfg, hub_token)
-    keep = {(d.user, d.server_name, d.kind) for d in first}
-    return [d for d in second if (d.user, d.server_name, d.kind) in keep]
+    r.raise_for_status()
+    return _servers_of(r.json())
 
 
-async def _once(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> list[Drift]:
-    servers = await running_servers(client, cfg, hub_token)
-    routes = await route_table(client, cfg)
-    if routes is None:
-        raise httpx.HTTPError("CHP's API did not return its routes")
-    return compare(servers, routes)
+async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> int:
+    """How many users have a ready server: one page of one user, whatever the number of
+    users (the hub counts in its database). Raises httpx.HTTPError / ValueError."""
+    r = await client.get(cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users",
+                         params={"state": "ready", "limit": 1},
+                         headers={"Authorization": f"token {hub_token}",
+                                  "Accept": "application/jupyterhub-pagination+json"},
+                         timeout=5.0)
+    r.raise_for_status()
+    return int(r.json()["_pagination"]["total"])
 
 
 async def repair(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
@@ -129,12 +176,153 @@ class WatchResult:
     remaining: list[Drift] = field(default_factory=list)  # still drifting after repair
 
 
+class DriftWatch:
+    """Route drift for one hub and one CHP; keeps what it learned between checks."""
+
+    def __init__(self, cfg: Config, full_listing_s: float = FULL_LISTING_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.full_listing_s = full_listing_s
+        self.clock = clock
+        self.known: dict[str, Server] = {}  # routespec -> a server the hub runs
+        self._last_body: bytes | None = None
+        self._next_full = -math.inf
+        self._next_count = -math.inf
+        self._count_by = -math.inf
+        self._proxy_token: str | None = None
+        self.hub_questions = 0  # requests to the hub so far (for tests and benchmarks)
+
+    # ---- reading the two sides ---------------------------------------------------------
+    async def _table_bytes(self, client: httpx.AsyncClient) -> bytes:
+        if self._proxy_token is None:
+            try:
+                self._proxy_token = read(SecretFiles.in_dir(self.cfg.paths.state_dir).proxy_token)
+            except OSError as e:
+                raise routetable.TableUnavailable(f"proxy token unreadable: {e}") from None
+        try:
+            return await routetable.fetch_bytes(client, self.cfg, self._proxy_token, CHP_TIMEOUT_S)
+        except routetable.TableUnavailable:
+            self._proxy_token = None  # re-read: the token file may have been replaced
+            raise
+
+    async def _full_listing(self, client: httpx.AsyncClient, hub_token: str) -> None:
+        # a hub too busy to answer is not asked again at the next interval, but a period
+        # later: what was learned so far (and from CHP's table meanwhile) stays in use
+        self._next_full = self.clock() + self.full_listing_s
+        t0 = time.monotonic()
+        servers = await running_servers(client, self.cfg, hub_token)
+        took = time.monotonic() - t0
+        self.hub_questions += 1
+        self.known = {normalise_spec(s.path): s for s in servers}
+        self._count_by = self.clock() + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
+        self._next_full = self.clock() + max(self.full_listing_s,
+                                             took * FULL_LISTING_COST_FACTOR)
+
+    def _learn(self, table: RouteTable) -> None:
+        """A route the hub added for a user's server at that server's own routespec says
+        the hub runs that server."""
+        base = self.cfg.public.path
+        for spec, r in table.user_routes().items():
+            if spec in self.known or r.user is None:
+                continue
+            name = r.server_name or ""
+            if normalise_spec(user_routespec(base, r.user, name)) == spec:
+                self.known[spec] = Server(r.user, name, spec)
+
+    def _compare(self, table: RouteTable) -> list[Drift]:
+        return hub_route_drift(table, self.cfg) + compare(self.known.values(), table)
+
+    async def _confirm(self, client: httpx.AsyncClient, hub_token: str,
+                       drifts: list[Drift], table: RouteTable) -> list[Drift]:
+        """Keep the candidates whose server the hub still runs."""
+        users = sorted({d.user for d in drifts if d.user})
+        if len(users) > MAX_USER_QUESTIONS:
+            await self._full_listing(client, hub_token)
+            self._learn(table)
+            return self._compare(table)
+        for user in users:
+            running = {normalise_spec(s.path) for s in
+                       await user_servers(client, self.cfg, hub_token, user)}
+            self.hub_questions += 1
+            for spec in [k for k, s in self.known.items() if s.user == user]:
+                if spec not in running:
+                    del self.known[spec]  # the hub stopped it: its route went with it
+        return [d for d in drifts if not d.user or d.routespec in self.known]
+
+    # ---- one health interval ----------------------------------------------------------
+    async def check(self, client: httpx.AsyncClient, hub_token: str) -> list[Drift]:
+        """Confirmed drifts. Raises httpx.HTTPError / TableUnavailable when the hub or CHP
+        does not answer (what was learned is kept)."""
+        body = await self._table_bytes(client)
+        now = self.clock()
+        full = now >= self._next_full
+        changed = body != self._last_body
+        count_due = now >= self._count_by
+        if not (changed or full or count_due):
+            return []
+        table = routetable.parse_bytes(body)
+        if full:
+            await self._full_listing(client, hub_token)
+        self._learn(table)
+        if not full and (changed or count_due) and now >= self._next_count:
+            # A route the hub added and that vanished before this watch saw it leaves no
+            # trace in CHP's table, but the hub's count of users with a ready server then
+            # differs from ours: asked when the table changed, and every few intervals.
+            self._next_count = now + COUNT_MIN_GAP_S
+            self._count_by = now + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
+            self.hub_questions += 1
+            if await ready_user_count(client, self.cfg, hub_token) != \
+                    len({s.user for s in self.known.values()}):
+                full = True
+                await self._full_listing(client, hub_token)
+                self._learn(table)
+        drifts = self._compare(table)
+        if drifts and not full:
+            drifts = await self._confirm(client, hub_token, drifts, table)
+        if drifts:
+            # seen twice: a route being replaced (a server restarting) is not drift
+            again = self._compare(routetable.parse_bytes(await self._table_bytes(client)))
+            keys = {d.key for d in again}
+            drifts = [d for d in drifts if d.key in keys]
+        # unchanged bytes may be skipped next time only once they hold no drift
+        self._last_body = None if drifts else body
+        return drifts
+
+    async def check_and_repair(self, client: httpx.AsyncClient, hub_token: str) -> WatchResult:
+        """One health interval: find drift, repair at once, verify."""
+        drifts = await self.check(client, hub_token)
+        if not drifts:
+            return WatchResult([], None)
+        ok, detail = await repair(client, self.cfg, hub_token)
+        self.hub_questions += 1
+        remaining = drifts
+        if ok:
+            table = routetable.parse_bytes(await self._table_bytes(client))
+            keys = {d.key for d in drifts}
+            remaining = [d for d in self._compare(table) if d.key in keys]
+        return WatchResult(drifts, ok and not remaining, detail, remaining)
+
+
+# One watch per (CHP, hub, base path) for the module-level calls below, so that what a
+# watch learned survives from one health interval to the next.
+_watches: dict[tuple[str, str, str], DriftWatch] = {}
+
+
+def watch_for(cfg: Config) -> DriftWatch:
+    key = (cfg.api.url("api/routes"), cfg.hub_bind.connect_origin, cfg.public.path)
+    w = _watches.get(key)
+    if w is None or w.cfg.paths != cfg.paths:
+        w = _watches[key] = DriftWatch(cfg)
+    w.cfg = cfg
+    return w
+
+
+async def check_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> list[Drift]:
+    """Confirmed drifts for this hub and CHP (see DriftWatch.check)."""
+    return await watch_for(cfg).check(client, hub_token)
+
+
 async def check_and_repair(client: httpx.AsyncClient, cfg: Config,
                            hub_token: str) -> WatchResult:
-    """One health interval: find drift, repair at once, verify."""
-    drifts = await check_routes(client, cfg, hub_token)
-    if not drifts:
-        return WatchResult([], None)
-    ok, detail = await repair(client, cfg, hub_token)
-    remaining = await _once(client, cfg, hub_token) if ok else drifts
-    return WatchResult(drifts, ok and not remaining, detail, remaining)
+    """One health interval: find drift, repair at once, verify (see DriftWatch)."""
+    return await watch_for(cfg).check_and_repair(client, hub_token)

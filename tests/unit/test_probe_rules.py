@@ -7,7 +7,6 @@ import pytest
 from hubsvc.loopwatch import LoopWatch
 from hubsvc.probe import Facts, Hop, Verdict, Walk, classify_spawn_failure, diagnose
 from hubsvc.probe.urls import normalize_url
-from hubsvc.routewatch import Drift, Server, compare
 
 pytestmark = pytest.mark.unit
 
@@ -112,19 +111,6 @@ def test_exit_codes_and_json():
         assert v.exit_code == code
         assert f'"exit_code": {code}' in v.to_json()
         assert v.render_text()
-
-
-def test_compare_finds_missing_and_hub_target():
-    servers = [Server("alice", "", "/user/alice/"), Server("bob", "", "/user/bob/"),
-               Server("carol", "", "/user/carol/")]
-    routes = {"/": {"target": HUB, "data": {"hub": True}},
-              "/user/bob": {"target": HUB, "data": {"user": "bob"}},
-              "/user/carol": {"target": "http://127.0.0.1:4444", "data": {"user": "carol"}}}
-    got = {d.user: d for d in compare(servers, routes)}
-    assert set(got) == {"alice", "bob"}
-    assert got["alice"].kind == "missing" and got["alice"].found is None
-    assert got["bob"].kind == "points_to_hub" and got["bob"].found == HUB
-    assert isinstance(got["alice"], Drift) and got["alice"].event()["event"] == "route_drift"
 
 
 # Lines as JupyterHub 6.1.1 prints them (captured from a real run).
