@@ -141,7 +141,7 @@ class Clock:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Programs, DriftWatch, httpx.AsyncClient, Clock]:
-    (tmp_path / "proxy_auth_token").write_text("tok\n")
+    (tmp_path / "proxy_auth_token").write_text("t" * 64 + "\n")  # hubsvc refuses short tokens
     hub_port = 8081
     cfg = Config.model_validate({
         "paths": {"state_dir": str(tmp_path), "runtime_dir": str(tmp_path / "run")},
