@@ -1,7 +1,7 @@
 """`hubsvc doctor` against real failures: each test breaks a real installation (files,
 programs, ports, a running hubsvc with real CHP and JupyterHub) and asserts the finding,
 its evidence and its fix. A healthy setup, stopped or running, gives no error and no
-warning, in under 3 s."""
+warning. How long doctor takes is a figure for bench/, not an assertion here."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def killed_at_end(p: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes
 # ---- healthy --------------------------------------------------------------------------------
 def test_healthy_stopped_setup_has_no_error_and_no_warning(make_hubsvc: Any) -> None:
     inst: Instance = make_hubsvc(start=False)
-    rc, doc, elapsed = run_doctor(inst.config)
+    rc, doc, _ = run_doctor(inst.config)
     assert problems(doc) == []
     assert rc == 0
     f = by_id(doc)
@@ -95,7 +95,6 @@ def test_healthy_stopped_setup_has_no_error_and_no_warning(make_hubsvc: Any) -> 
     assert f["ports.hub"]["severity"] == "ok"
     assert f["service.status"]["severity"] == "skipped"
     assert f["systemd"]["severity"] == "skipped" or os.path.isdir("/run/systemd/system")
-    assert elapsed < 3.0, elapsed
     # the cheap subset `hubsvc run` uses finds nothing blocking, quickly
     from hubsvc.config import load
 
@@ -107,7 +106,7 @@ def test_healthy_stopped_setup_has_no_error_and_no_warning(make_hubsvc: Any) -> 
 
 
 def test_healthy_running_setup_has_no_error_and_no_warning(hubsvc: Instance) -> None:
-    rc, doc, elapsed = run_doctor(hubsvc.config)
+    rc, doc, _ = run_doctor(hubsvc.config)
     assert problems(doc) == [], problems(doc)
     assert rc == 0
     f = by_id(doc)
@@ -116,7 +115,6 @@ def test_healthy_running_setup_has_no_error_and_no_warning(hubsvc: Instance) -> 
     for key in ("service.status", "service.proxy", "service.hub", "service.proxy_api",
                 "service.hub_health", "service.hub_route", "service.routes", "entry.public"):
         assert f[key]["severity"] == "ok", f[key]
-    assert elapsed < 3.0, elapsed
 
 
 # ---- programs -------------------------------------------------------------------------------
@@ -415,7 +413,7 @@ def test_running_service_checked_by_an_unprivileged_account(hubsvc: Instance) ->
     (skipped, with the reason) instead of calling hubsvc's own ports taken."""
     _open_tree(hubsvc)
     hubsvc.run_dir.chmod(0o750)  # as RuntimeDirectoryMode= in the unit
-    rc, doc, elapsed = run_doctor(hubsvc.config, user="nobody")
+    rc, doc, _ = run_doctor(hubsvc.config, user="nobody")
     assert problems(doc) == [], problems(doc)
     assert rc == 0
     f = by_id(doc)
@@ -429,16 +427,14 @@ def test_running_service_checked_by_an_unprivileged_account(hubsvc: Instance) ->
     assert f["entry.public"]["severity"] == "ok"
     assert "root (uid 0)" in f["files.account"]["what"]  # the files are checked for root
     assert f["files.secrets"]["severity"] == "skipped"  # nobody cannot enter the 0700 state dir
-    assert elapsed < 3.0, elapsed
 
 
 # ---- the running service ------------------------------------------------------------------------
 def test_route_missing_for_a_running_server(hubsvc: Instance) -> None:
     hubsvc.spawn("alice")
-    rc, doc, elapsed = run_doctor(hubsvc.config)
+    rc, doc, _ = run_doctor(hubsvc.config)
     assert problems(doc) == [] and rc == 0, problems(doc)
     assert "every running server (1)" in by_id(doc)["service.routes"]["what"]
-    assert elapsed < 3.0, elapsed
 
     assert hubsvc.proc is not None
     sup = hubsvc.proc.pid
