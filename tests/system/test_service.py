@@ -172,6 +172,48 @@ def test_journal_is_structured_and_attributable(machine: Machine) -> None:
     assert not any("ConfigProxy" in line for line in hub_lines)
 
 
+# Run inside the container as root: where could a secret have leaked? Prints one line per
+# leak ("NAME in WHERE"), never a secret. Environments are read as `nobody`: what another
+# local account can read is what counts (CHP's own environment holds its token by design,
+# readable only by CHP's dynamic user and root).
+_SECRET_SCAN = r"""
+import glob, subprocess
+names = ("proxy_auth_token", "hubsvc_api_token", "jupyterhub_cookie_secret")
+secrets = {n: open("/var/lib/hubsvc/" + n).read().strip() for n in names}
+assert all(len(v) >= 32 for v in secrets.values()), "secrets missing or short"
+def run(*argv):
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace").stdout
+found = []
+def scan(where, text):
+    found.extend(f"{n} in {where}" for n, v in secrets.items() if v in text)
+scan("the journal (every field)", run("journalctl", "-o", "export", "--no-pager"))
+for unit in ("hubsvc", "hubsvc-proxy", "hubsvc-hub", "jupyter-alice-singleuser"):
+    scan(f"systemctl show {unit}", run("systemctl", "show", unit))
+    scan(f"systemctl cat {unit}", run("systemctl", "cat", unit))
+for path in glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        scan(path, open(path, "rb").read().decode("utf-8", "replace"))
+    except OSError:
+        pass
+scan("an environment nobody can read", run("setpriv", "--reuid=nobody", "--regid=nogroup",
+     "--clear-groups", "sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null"))
+scan("files nobody can read under /run/hubsvc and /etc/hubsvc",
+     run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c",
+         "find /run/hubsvc /etc/hubsvc -type f -exec cat {} + 2>/dev/null"))
+print("\n".join(found))
+print("scanned", len(glob.glob("/proc/[0-9]*/cmdline")), "processes")
+"""
+
+
+def test_no_secret_in_journal_unit_properties_or_processes(machine: Machine) -> None:
+    """No secret in any journal field, `systemctl show`/`cat` output, process command line,
+    an environment or a file another local account can read."""
+    r = machine.run(f"python3 - <<'EOF'\n{_SECRET_SCAN}\nEOF", timeout=120)
+    leaks = [ln for ln in r.stdout.splitlines() if " in " in ln]
+    assert leaks == [], leaks
+    assert "scanned" in r.stdout, r.stdout + r.stderr
+
+
 def test_kill_proxy_then_hub(machine: Machine) -> None:
     pid = STATE["server_pid"]
     cursor = machine.cursor()
