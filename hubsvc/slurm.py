@@ -181,12 +181,22 @@ async def server_jobs(client: httpx.AsyncClient, cfg: Config, hub_token: str,
     """Every active server (ready or starting/stopping) that has a job id, and what Slurm
     says about its job. Needs the `admin:server_state` scope (hubsvc's service role has
     `admin:servers`). Raises httpx.HTTPError when the hub does not answer."""
+    found, _ = await _active_job_ids(client, cfg, hub_token)
+    return await _with_slurm(found, runner)
+
+
+async def _active_job_ids(client: httpx.AsyncClient, cfg: Config,
+                          hub_token: str) -> tuple[list[tuple[str, str, str, str]], int]:
+    """(user, server, job id, hub state) of every active server with a job id, and how many
+    active servers there are in all."""
     found: list[tuple[str, str, str, str]] = []
+    active = 0
     async for u in iter_users(client, cfg, hub_token, "active"):
         for name, s in (u.get("servers") or {}).items():
+            active += 1
             if _job_id(s):
                 found.append((u["name"], name, _job_id(s), _hub_state(s)))
-    return await _with_slurm(found, runner)
+    return found, active
 
 
 async def user_job(client: httpx.AsyncClient, cfg: Config, hub_token: str, user: str,
@@ -249,8 +259,15 @@ class SchedulerWatch:
     """A periodic check for the supervisor: puts `scheduler` (scheduler_status) into the
     status dict it is given, at most every `interval_s`, and calls `on_change` (e.g. the
     supervisor's publish) when the block changed. Adds nothing while no active server has a
-    job id (a hub not using batchspawner costs one GET /users?state=active per interval).
-    Never raises: a failure is recorded as `scheduler.error`."""
+    job id. Never raises: a failure is recorded as `scheduler.error`.
+
+    Listing every active server costs the hub time in proportion to their number, so the
+    next listing waits at least COST_FACTOR times as long as this one took (the hub spends
+    at most ~1 % of its time on it), and a hub whose active servers have no job id at all
+    (no batch spawner) is asked only every NO_JOBS_INTERVAL_S."""
+
+    COST_FACTOR = 100.0
+    NO_JOBS_INTERVAL_S = 60.0
 
     __name__ = "scheduler_jobs"
 
@@ -260,16 +277,22 @@ class SchedulerWatch:
         self.client, self.cfg, self.token = client, cfg, hub_token
         self.status, self.interval_s, self.runner = status, interval_s, runner
         self.on_change = on_change
-        self._last = -1e9
+        self._next = -1e9
 
     async def __call__(self) -> None:
         now = time.monotonic()
-        if now - self._last < self.interval_s:
+        if now < self._next:
             return
-        self._last = now
+        self._next = now + self.interval_s
         before = self.status.get("scheduler")
         try:
-            found = await server_jobs(self.client, self.cfg, self.token, self.runner)
+            ids, active = await _active_job_ids(self.client, self.cfg, self.token)
+            took = time.monotonic() - now
+            period = max(self.interval_s, took * self.COST_FACTOR)
+            if active and not ids:
+                period = max(period, self.NO_JOBS_INTERVAL_S)
+            self._next = now + period
+            found = await _with_slurm(ids, self.runner)
         except Exception as e:  # the hub restarting, a network error: say so, keep going
             if isinstance(before, dict):
                 self.status["scheduler"] = {**before, "error": f"{type(e).__name__}: {e}"}

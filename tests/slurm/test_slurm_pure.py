@@ -130,8 +130,11 @@ def probe_of(ip_default: str, ip_set: str | None = None) -> dict[str, Any]:
             "values": values, "ip_class_default": ip_default, "config_users": []}
 
 
-def test_doctor_remote_nodes_need_reachable_addresses() -> None:
+def test_doctor_remote_nodes_need_reachable_addresses(monkeypatch: Any) -> None:
     from hubsvc.config import parse
+
+    # the canned runner answers for sinfo: it need not be installed on this machine
+    monkeypatch.setattr(slurm.shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
 
     runner = canned({"sinfo": (0, "node-a.invalid\nnode-b.invalid\n", ""),
                      "scontrol": (0, "Slurmctld(primary) at ctl is UP\n", ""),
