@@ -50,6 +50,7 @@ CHAIN_SYNC_AFTER_S = 2.0  # ask the hub to sync routes when its route is this la
 KILL_WAIT_S = 5.0  # after SIGKILL: how long an exit may take to be reported
 LAUNCHER_CALL_S = 30.0  # keep_on_stop() and other calls into a launcher
 ADOPT_S = 8.0  # adopt(): well inside any WatchdogSec (the loop does not run yet)
+BUSY_FACTOR = 5  # probe failures tolerated per failures_before_restart while the process uses CPU
 OVERRUN_GRACE_S = 10.0  # a task this far past its own bound means the loop is wedged
 
 
@@ -127,6 +128,7 @@ class Component:
     action_deadline: float = 0.0
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
     probe_failures: int = 0
+    cpu_ticks: int | None = None  # CPU time of the process at its last probe
     next_probe_at: float = 0.0
     retry_at: float = 0.0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -479,6 +481,7 @@ class Supervisor:
         comp.phase = Phase.UP
         comp.action = None
         comp.probe_failures = 0
+        comp.cpu_ticks = None
         comp.next_probe_at = now + self.cfg.health.interval_s
         comp.ever_ready = True
         assert comp.handle is not None
@@ -491,17 +494,35 @@ class Supervisor:
     def _probed(self, comp: Component, res: probes.Result) -> None:
         h = self.cfg.health
         comp.next_probe_at = self._now() + h.interval_s
+        busy = self._used_cpu(comp)
         if res:
             comp.probe_failures = 0
             return
         comp.probe_failures += 1
+        # A process that keeps using CPU while it fails its probes is busy (a hub creating
+        # a thousand users in one request answers nothing for seconds), not hung: it gets
+        # BUSY_FACTOR times the patience. One that uses none (stopped, deadlocked) does not.
+        limit = h.failures_before_restart * (BUSY_FACTOR if busy else 1)
         pid = comp.handle.pid if comp.handle else None
         log.warning("health_check_failed", component=comp.name, pid=pid, reason=res.detail,
-                    failures=comp.probe_failures, limit=h.failures_before_restart)
-        if comp.probe_failures >= h.failures_before_restart:
+                    failures=comp.probe_failures, limit=limit, busy=busy)
+        if comp.probe_failures >= limit:
             stopped = " (process is stopped)" if self._is_stopped(comp) else ""
             self._fail(comp, f"health check failed {comp.probe_failures} times in a row: "
                              f"{res.detail}{stopped}", hung=True)
+
+    @staticmethod
+    def _used_cpu(comp: Component) -> bool:
+        """Did comp's process use CPU since its last probe? (False when unknown.)"""
+        read = getattr(comp.handle, "cpu_ticks", None)
+        try:
+            ticks = read() if read is not None else None
+        except Exception:
+            ticks = None
+        before, comp.cpu_ticks = comp.cpu_ticks, ticks
+        if ticks is None or before is None or ticks <= before:
+            return False
+        return not Supervisor._is_stopped(comp)
 
     @staticmethod
     def _is_stopped(comp: Component) -> bool:

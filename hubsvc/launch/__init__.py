@@ -37,6 +37,10 @@ class Launcher(Protocol):
     # async def keep_on_stop(self, spec: ComponentSpec) -> bool
     #     True when this stop is really a restart of the service and the component should
     #     be left running for the next supervisor to adopt.
+    #
+    # Handle.cpu_ticks() -> int | None (optional too)
+    #     CPU time the process has used so far: a component that fails its probes while it
+    #     keeps using CPU is busy, not hung.
 
 
 def pid_is_stopped(pid: int) -> bool:
@@ -46,3 +50,12 @@ def pid_is_stopped(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def pid_cpu_ticks(pid: int) -> int | None:
+    """utime + stime of the process, in clock ticks (None when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)

@@ -15,7 +15,7 @@ import subprocess
 
 from ..components import ComponentSpec
 from ..output import Sink
-from . import pid_is_stopped
+from . import pid_cpu_ticks, pid_is_stopped
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -46,6 +46,9 @@ class ProcessHandle:
 
     def is_stopped(self) -> bool:
         return pid_is_stopped(self.pid)
+
+    def cpu_ticks(self) -> int | None:
+        return pid_cpu_ticks(self.pid)
 
 
 class ProcessLauncher:

@@ -35,7 +35,7 @@ from pystemd.dbuslib import DBus, apply_signature
 
 from ..components import ComponentSpec
 from ..output import Sink
-from . import pid_is_stopped
+from . import pid_cpu_ticks, pid_is_stopped
 
 log = structlog.get_logger("hubsvc")
 
@@ -228,6 +228,9 @@ class UnitHandle:
 
     def is_stopped(self) -> bool:
         return pid_is_stopped(self.pid)
+
+    def cpu_ticks(self) -> int | None:
+        return pid_cpu_ticks(self.pid)
 
 
 class SystemdLauncher:

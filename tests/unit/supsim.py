@@ -87,6 +87,8 @@ class FakeProc:
         self.alive = True  # the process exists (whether or not its exit is reported)
         self.stopped = False  # SIGSTOP
         self.hang = False  # alive, but probes never answer
+        self.busy = False  # working (uses CPU) while it does not answer
+        self._ticks = 0
         self.report_exit = True
         self.rc: int | None = None
         self._exit = loop.create_future()
@@ -102,6 +104,12 @@ class FakeProc:
 
     def is_stopped(self) -> bool:
         return self.alive and self.stopped
+
+    def cpu_ticks(self) -> int:
+        """A busy process uses CPU between two reads; a hung or stopped one does not."""
+        if self.alive and self.busy and not self.stopped:
+            self._ticks += 1
+        return self._ticks
 
     def signal(self, sig: int) -> None:
         self.world.signals.append((self.comp, self.pid, sig))

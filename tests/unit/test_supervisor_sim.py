@@ -19,6 +19,8 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubsvc import supervisor
+
 from . import supsim
 from .supsim import FakeProc, Sim
 
@@ -263,6 +265,42 @@ def test_stale_exit_of_a_replaced_hub_is_dropped() -> None:
         supsim.run(scenario())
     assert not [e for e in logs if e["event"] == "component_failed"]
     assert [e for e in logs if e["event"] == "stale_event"]
+
+
+def test_busy_hub_gets_more_patience_than_a_hung_one() -> None:
+    """A hub that does not answer while it keeps using CPU (a spawn storm) rides out more
+    failed probes than one that uses none (deadlocked): both are bounded."""
+    sim = supsim.make()
+    h = sim.cfg.health
+    per = h.interval_s + 2 * h.timeout_s  # one failed probe and the wait for the next
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(sim.sup.run(install_signals=False))
+        await supsim.until(lambda: sim.sup.ready)
+        busy: FakeProc = sim.sup.by_name["hub"].handle  # type: ignore[assignment]
+        busy.hang = busy.busy = True
+        # longer than a hung hub is given, shorter than a busy one is
+        await asyncio.sleep(per * (h.failures_before_restart + 2))
+        assert sim.sup.by_name["hub"].handle is busy and busy.alive
+        busy.hang = busy.busy = False  # done with its work: answers again
+        await supsim.until(lambda: sim.sup.ready)
+        assert sim.sup.by_name["hub"].handle is busy
+        busy.hang = True  # now hung for real, using no CPU
+        await supsim.until(lambda: not busy.alive, limit_s=per * (h.failures_before_restart + 2))
+        await supsim.until(lambda: sim.sup.ready)
+        busy2: FakeProc = sim.sup.by_name["hub"].handle  # type: ignore[assignment]
+        busy2.hang = busy2.busy = True  # busy for ever: replaced too, only later
+        await supsim.until(lambda: not busy2.alive,
+                           limit_s=per * (supervisor.BUSY_FACTOR * h.failures_before_restart + 2))
+        sim.sup.request_stop()
+        assert await runner == 0
+
+    with structlog.testing.capture_logs() as logs:
+        supsim.run(scenario())
+    failed = [e for e in logs if e["event"] == "health_check_failed"]
+    assert any(e["busy"] and e["limit"] == supervisor.BUSY_FACTOR * h.failures_before_restart
+               for e in failed)
+    assert len([e for e in logs if e["event"] == "component_failed"]) == 2
 
 
 def test_give_up_only_when_the_budget_is_spent() -> None:
