@@ -60,17 +60,6 @@ def domains(cfg: Config) -> list[str]:
     return list(cfg.tls.acme.domains) or [cfg.public.host]
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def ensure_dir(cfg: Config) -> Path:
     d = tls.acme_dir(cfg)
     d.mkdir(mode=0o700, parents=False, exist_ok=True)
@@ -130,10 +119,10 @@ def ensure_placeholder(cfg: Config, now: dt.datetime | None = None) -> bool:
             .add_extension(x509.SubjectAlternativeName(
                 [x509.DNSName(n) for n in domains(cfg)]), critical=False)
             .sign(key, _sha256()))
-    _write_private(d / tls.KEY_NAME, key.private_bytes(
+    tls.write_private(d / tls.KEY_NAME, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
-    _write_private(d / tls.CERT_NAME, cert.public_bytes(serialization.Encoding.PEM))
+    tls.write_private(d / tls.CERT_NAME, cert.public_bytes(serialization.Encoding.PEM))
     return True
 
 
@@ -152,7 +141,7 @@ def _account_key(d: Path) -> Any:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_private(path, key.private_bytes(serialization.Encoding.PEM,
+        tls.write_private(path, key.private_bytes(serialization.Encoding.PEM,
                                                serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     assert isinstance(key, rsa.RSAPrivateKey)
@@ -247,8 +236,8 @@ def obtain(cfg: Config, answers: dict[str, str], timeout: float = ATTEMPT_TIMEOU
             answers.pop(t, None)
     chain_pem = order.fullchain_pem.encode()
     cert = x509.load_pem_x509_certificates(chain_pem)[0]
-    _write_private(d / tls.KEY_NAME, key_pem)
-    _write_private(d / tls.CERT_NAME, chain_pem)
+    tls.write_private(d / tls.KEY_NAME, key_pem)
+    tls.write_private(d / tls.CERT_NAME, chain_pem)
     return cert
 
 

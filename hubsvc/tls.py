@@ -78,7 +78,8 @@ class Installed:
     names: tuple[str, ...]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with a 0600 file holding `data`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
@@ -124,8 +125,8 @@ def install(cfg: Config) -> Installed | None:
     ins = inspect(src)
     chain_pem = ins.chain_pem()
     cert_path, key_path = d / CERT_NAME, d / KEY_NAME
-    _write_private(key_path, ins.key_pem)
-    _write_private(cert_path, chain_pem)
+    write_private(key_path, ins.key_pem)
+    write_private(cert_path, chain_pem)
     return Installed(cert_path, key_path, digest_of(chain_pem, ins.key_pem), ins.not_after,
                      tuple(names(ins.leaf)))
 
