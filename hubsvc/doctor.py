@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
-from . import doctor_tls, hubconfig, ports, survival
+from . import doctor_tls, hubconfig, ports, routetable, survival
 from . import status as status_mod
 from .commands import bundled_dirs, search_path
 from .config import Config, ConfigError, Endpoint, load, parse_endpoint, resolve_path
@@ -1535,15 +1535,15 @@ def _resync_fix(ctx: Ctx) -> str:
 def _route_findings(ctx: Ctx, routes: dict[str, Any],
                     servers: Reply | Exception) -> list[Finding]:
     out: list[Finding] = []
-    table = {_norm(k): v for k, v in routes.items()}
-    hub_routes = [k for k, v in table.items() if isinstance(v, dict) and v.get("hub")]
-    if hub_routes:
+    table = routetable.parse(routes)
+    hub = table.hub_route()
+    if hub is not None:
         out.append(_f("service.hub_route", "service", "ok",
-                      f"the hub's route {hub_routes[0]} is in the proxy's table"))
+                      f"the hub's route {_norm(hub.spec)} is in the proxy's table"))
     else:
         out.append(_f("service.hub_route", "service", "error",
                       "the proxy's table has no route marked as the hub's",
-                      f"routes: {sorted(table)[:10]}", _resync_fix(ctx)))
+                      f"routes: {sorted(_norm(r.spec) for r in table)[:10]}", _resync_fix(ctx)))
     if isinstance(servers, RuntimeError):
         out.append(_f("service.routes", "service", "skipped",
                       "running servers were not compared with routes", str(servers)))
@@ -1567,7 +1567,7 @@ def _route_findings(ctx: Ctx, routes: dict[str, Any],
                 continue
             count += 1
             url = s.get("url") or ""
-            if _norm(url) not in table:
+            if url not in table:
                 label = u["name"] + (f"/{sname}" if sname else "")
                 missing.append(f"{label} ({url})")
     if missing:

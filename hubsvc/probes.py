@@ -4,11 +4,12 @@ none loops or sleeps (the supervisor decides how often)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
+from . import routetable
 from .config import Config
+from .routetable import RouteTable
 
 
 @dataclass(frozen=True)
@@ -71,23 +72,12 @@ async def hub_health(client: httpx.AsyncClient, cfg: Config, timeout: float) -> 
 
 
 async def routes(client: httpx.AsyncClient, cfg: Config, token: str,
-                 timeout: float) -> dict[str, dict[str, Any]] | None:
-    res, r = await get(client, cfg.api.url("api/routes"), timeout, _auth(token))
-    if not res or r is None:
-        return None
+                 timeout: float) -> RouteTable | None:
+    """CHP's table through the one reader of its payload (None: unreadable)."""
     try:
-        data = r.json()
-    except ValueError:
+        return await routetable.fetch(client, cfg, token, timeout)
+    except routetable.TableUnavailable:
         return None
-    return data if isinstance(data, dict) else None
-
-
-def hub_route(table: dict[str, dict[str, Any]]) -> str | None:
-    """The routespec of the route the hub itself added (data carries "hub": true)."""
-    for spec, data in table.items():
-        if isinstance(data, dict) and data.get("hub") is True:
-            return spec
-    return None
 
 
 async def chain(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
@@ -98,13 +88,13 @@ async def chain(client: httpx.AsyncClient, cfg: Config, token: str, timeout: flo
     table = await routes(client, cfg, token, timeout)
     if table is None:
         return Result(False, "could not read CHP's routing table")
-    if hub_route(table) is None:
+    if table.hub_route() is None:
         return Result(False, "CHP's table has no route from the hub yet")
     return Result(True, "ok")
 
 
 async def route_table(client: httpx.AsyncClient, cfg: Config,
-                      timeout: float = 3.0) -> dict[str, dict[str, Any]] | None:
+                      timeout: float = 3.0) -> RouteTable | None:
     """CHP's routing table with the proxy token hubsvc owns (None: unreadable)."""
     from .secrets import SecretFiles, read
 

@@ -106,9 +106,8 @@ class HubChecks:
         except HubAPIError as e:
             return str(e)
         table = await probes.routes(self.hub_api.client, cfg, self.proxy_token,
-                                    cfg.health.timeout_s) or {}
-        users = sum(1 for d in table.values() if isinstance(d, dict) and d.get("user"))
-        return len(table), users
+                                    cfg.health.timeout_s)
+        return (len(table), len(table.user_routes())) if table is not None else (0, 0)
 
 
 @dataclass

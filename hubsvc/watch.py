@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import structlog
 
-from . import loopwatch, probes, routewatch
+from . import loopwatch, probes, routetable, routewatch
 from .config import Config
 from .hublog import HubLog
 from .supervisor import Supervisor
@@ -96,9 +96,9 @@ class Watch:
                                         self.cfg.health.timeout_s)
         finally:
             self._refining = False
-        spec = f"{self.cfg.public.path}user/{ep.user}"
-        route = (table or {}).get(spec)
-        if isinstance(route, dict) and route.get("user") == ep.user:
+        spec = routetable.user_routespec(self.cfg.public.path, ep.user)
+        route = table.get(spec) if table is not None else None
+        if route is not None and route.user == ep.user:
             ep.cause = "private_address"
             ep.detail = (f"the proxy routes {spec} to {ep.user}'s server, yet the hub received "
                          f"the requests: they bypassed the proxy. Users must open "

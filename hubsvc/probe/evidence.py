@@ -44,10 +44,10 @@ async def gather_facts(client: httpx.AsyncClient, cfg: Config, facts: Facts) -> 
     request is bounded to ~1 s so a verdict follows a loop within 2 s."""
     facts.routes = await probes.route_table(client, cfg, 1.0)
     if facts.routes is not None:
-        spec = probes.hub_route(facts.routes) or "/"
-        root = facts.routes.get(spec)
-        if isinstance(root, dict):
-            facts.hub_target = root.get("target")
+        # the hub's own route; before the hub's first sync only CHP's default route "/"
+        root = facts.routes.hub_route() or facts.routes.get("/")
+        if root is not None:
+            facts.hub_target = root.target
     if facts.server_pid and not facts.server_url:
         env = environ_of(facts.server_pid)
         facts.server_url = env.get("JUPYTERHUB_SERVICE_URL")
@@ -59,8 +59,8 @@ async def gather_facts(client: httpx.AsyncClient, cfg: Config, facts: Facts) -> 
         except httpx.HTTPError:
             facts.server_hub_api_ok = False
     route = facts.route
-    if route and route.get("target") and facts.server_path:
-        url = route["target"].rstrip("/") + facts.server_path + "api"
+    if route is not None and route.target and facts.server_path:
+        url = route.target.rstrip("/") + facts.server_path + "api"
         facts.target_answers, facts.server_version = await _server_api(client, url)
     if facts.server_version is None and facts.server_url:
         _ok, facts.server_version = await _server_api(

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..routetable import Route, RouteTable
+
 # Chromium and Firefox give up after 20 redirects (net::ERR_TOO_MANY_REDIRECTS).
 BROWSER_REDIRECT_LIMIT = 20
 EX_OK, EX_LOOP, EX_SPAWN, EX_CONFIG = 0, 1, 2, 78
@@ -110,7 +112,7 @@ class Facts:
     hub_version: str | None = None
     server_path: str | None = None  # "/jhub/user/NAME/" as the hub reports it
     server_ready: bool = False
-    routes: dict[str, Any] | None = None  # CHP's table, None when unknown
+    routes: RouteTable | None = None  # CHP's table, None when unknown
     hub_target: str | None = None  # target of the hub's own route
     server_version: str | None = None  # X-JupyterHub-Version from the route's target
     target_answers: bool | None = None  # the route's target answered the server's API
@@ -123,12 +125,10 @@ class Facts:
     public_url: str = ""  # proxy.public_url as written (for messages)
 
     @property
-    def route(self) -> dict[str, Any] | None:
+    def route(self) -> Route | None:
         if self.routes is None or not self.server_path:
             return None
-        return self.routes.get(self.server_path.rstrip("/") or "/") or self.routes.get(
-            self.server_path
-        )
+        return self.routes.get(self.server_path)
 
     @property
     def user_prefix(self) -> str:

@@ -319,7 +319,8 @@ def missing_route(w: Walk | None, f: Facts) -> Diagnosis | None:
         return None
     ev = _fell_evidence(w, f, fell[0])
     ev.append(f"CHP's route table has no route for {f.server_path} (routes: "
-              f"{', '.join(sorted(f.routes)) or 'none'}) while the hub reports the server ready")
+              f"{', '.join(sorted(r.spec for r in f.routes)) or 'none'}) while the hub "
+              "reports the server ready")
     if _skew(f):
         ev.append(_skew_line(f) + " (the hub gives up after 2 redirects instead of 4)")
     return Diagnosis(
@@ -334,7 +335,7 @@ def missing_route(w: Walk | None, f: Facts) -> Diagnosis | None:
 def wrong_target(w: Walk | None, f: Facts) -> Diagnosis | None:
     if w is None or f.route is None:
         return None
-    tgt = f.route.get("target")
+    tgt = f.route.target
     fell = _fell_to_hub(w, f) if f.server_ready else []
     if fell:
         if tgt and f.hub_target and tgt.rstrip("/") == f.hub_target.rstrip("/"):

@@ -143,8 +143,11 @@ def test_hubsvc_obtains_and_serves_the_certificate(pebble: Pebble) -> None:
     inst.write_config()
     try:
         inst.start(timeout=120)
+        # status.json's certificate block is refreshed every health interval: wait for the
+        # one that follows the reload which put the issued certificate in place
         st = inst.wait_status(lambda s: (s.get("tls") or {}).get("acme", {}).get("last_success_at")
-                              and s.get("last_reload", {}).get("ok") and s["ready"], 90)
+                              and s.get("last_reload", {}).get("ok") and s["ready"]
+                              and "placeholder" not in (s.get("tls") or {}).get("issuer", ""), 90)
         assert "Pebble Intermediate" in st["tls"]["issuer"] and st["tls"]["names"] == ["localhost"]
         # CHP serves the issued certificate, verifiable with pebble's own root
         roots = x509.load_pem_x509_certificates(pebble.issuer_roots())

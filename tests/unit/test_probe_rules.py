@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hubsvc import routetable
 from hubsvc.loopwatch import LoopWatch
 from hubsvc.probe import Facts, Hop, Verdict, Walk, classify_spawn_failure, diagnose
 from hubsvc.probe.urls import normalize_url
@@ -12,6 +13,11 @@ pytestmark = pytest.mark.unit
 
 PUB = "http://127.0.0.1:8000"
 HUB = "http://127.0.0.1:8081"
+
+
+def table(payload):
+    """CHP 5.3.0's flat payload (each route's data at its top level), as hubsvc reads it."""
+    return routetable.parse({spec: {"jupyterhub": True, **d} for spec, d in payload.items()})
 
 
 def facts(**kw):
@@ -49,28 +55,28 @@ def test_collapse_folds_growing_paths_only():
 
 
 def test_missing_route_is_named_and_repairable():
-    d = diagnose(loop_walk(), facts(routes={"/": {"target": HUB, "data": {"hub": True}}},
+    d = diagnose(loop_walk(), facts(routes=table({"/": {"target": HUB, "hub": True}}),
                                     hub_target=HUB))
     assert d.cause == "missing_route" and d.repairable
     assert any("no route for /user/alice/" in e for e in d.evidence)
 
 
 def test_route_pointing_at_hub_is_wrong_target():
-    routes = {"/": {"target": HUB, "data": {"hub": True}},
-              "/user/alice": {"target": HUB, "data": {"user": "alice"}}}
+    routes = table({"/": {"target": HUB, "hub": True},
+                    "/user/alice": {"target": HUB, "user": "alice"}})
     d = diagnose(loop_walk(), facts(routes=routes, hub_target=HUB))
     assert d.cause == "wrong_target" and d.repairable
 
 
 def test_private_address_wins():
-    d = diagnose(loop_walk(HUB), facts(routes={}))
+    d = diagnose(loop_walk(HUB), facts(routes=table({})))
     assert d.cause == "private_address"
     assert f"{PUB}/user/alice/" in d.fix
 
 
 def test_version_skew_when_route_is_fine():
-    routes = {"/": {"target": HUB, "data": {"hub": True}},
-              "/user/alice": {"target": "http://127.0.0.1:5555", "data": {"user": "alice"}}}
+    routes = table({"/": {"target": HUB, "hub": True},
+                    "/user/alice": {"target": "http://127.0.0.1:5555", "user": "alice"}})
     d = diagnose(loop_walk(), facts(routes=routes, hub_target=HUB, server_version="5.5.4",
                                     target_answers=True))
     assert d.cause == "version_skew" and "jupyterhub==6.1.1" in d.fix
@@ -158,8 +164,8 @@ def test_loopwatch_skew_and_private_and_quiet():
 
 
 def test_dead_route_target_503_is_wrong_target():
-    routes = {"/": {"target": HUB, "data": {"hub": True}},
-              "/user/alice": {"target": "http://127.0.0.1:1", "data": {"user": "alice"}}}
+    routes = table({"/": {"target": HUB, "hub": True},
+                    "/user/alice": {"target": "http://127.0.0.1:1", "user": "alice"}})
     w = Walk([Hop("GET", f"{PUB}/user/alice/", 503, None, served_by="server")], "ok")
     d = diagnose(w, facts(routes=routes, hub_target=HUB, target_answers=False,
                           server_url="http://127.0.0.1:5555/user/alice/"))
