@@ -62,6 +62,7 @@ bench: setup
 	$(PY) bench/redirect_verdict.py
 	$(PY) bench/slurm_spawn.py
 	$(PY) bench/scale.py
+	$(PY) bench/doctor_time.py
 
 clean:
 	rm -rf demo-state build dist *.egg-info .pytest_cache
