@@ -34,24 +34,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.hubsvc_harness import TEST_TOKEN, Instance, new_root, proc_alive  # noqa: E402
+from tests.integration.hubsvc_harness import Instance, new_root, proc_alive  # noqa: E402
 
 KINDS = ("kill_proxy", "kill_hub", "kill_both", "stop_proxy", "stop_hub", "term_proxy",
          "term_hub", "hub_then_proxy", "port_taken")
-
-
-def spawn(inst: Instance, user: str) -> None:
-    hdr = {"Authorization": f"token {TEST_TOKEN}"}
-    with httpx.Client(trust_env=False, timeout=60) as c:
-        c.post(f"{inst.hub}/hub/api/users/{user}", headers=hdr)
-        c.post(f"{inst.hub}/hub/api/users/{user}/server", headers=hdr)
-        for _ in range(600):
-            srv = (c.get(f"{inst.hub}/hub/api/users/{user}", headers=hdr).json()
-                   .get("servers") or {}).get("")
-            if srv and srv.get("ready"):
-                return
-            time.sleep(0.2)
-    raise SystemExit(f"{user}'s server did not start")
 
 
 def pids(inst: Instance) -> dict[str, int | None]:
@@ -186,7 +172,7 @@ def main() -> int:
     inst.start()
     users = [f"soak{i}" for i in range(args.users)]
     for u in users:
-        spawn(inst, u)
+        inst.spawn(u, timeout=120)
     tokens = {u: inst.user_token(u) for u in users}
     servers0 = sorted(inst.user_server_pids())
     per_kind: dict[str, list[float]] = {k: [] for k in KINDS}

@@ -5,15 +5,13 @@ short enough to run inside `make test`."""
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401
-from tests.integration.hubsvc_harness import TEST_TOKEN, Instance, new_root
+from tests.integration.hubsvc_harness import Instance, new_root
 
 USER = "chaos"
 
@@ -23,25 +21,6 @@ class Chaos:
     inst: Instance
     token: str
     server_pid: int
-
-
-def spawn(inst: Instance, user: str, timeout: float = 120) -> None:
-    """Start `user`'s server; the hub may answer the request only after its own 10 s
-    (slow_spawn_timeout) on a loaded machine, so the request itself waits longer."""
-    hdr = {"Authorization": f"token {TEST_TOKEN}"}
-    with httpx.Client(trust_env=False, timeout=60) as c:
-        r = c.post(f"{inst.hub}/hub/api/users/{user}", headers=hdr)
-        assert r.status_code in (201, 409), r.text
-        r = c.post(f"{inst.hub}/hub/api/users/{user}/server", headers=hdr)
-        assert r.status_code in (201, 202), r.text
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            srv = (c.get(f"{inst.hub}/hub/api/users/{user}", headers=hdr).json()
-                   .get("servers") or {}).get("")
-            if srv and srv.get("ready"):
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"{user}'s server not ready in {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +35,7 @@ def chaos() -> Iterator[Chaos]:
     ok = False
     try:
         inst.start()
-        spawn(inst, USER)
+        inst.spawn(USER, timeout=120)
         token = inst.user_token(USER)
         pids = inst.user_server_pids()
         assert len(pids) == 1

@@ -6,12 +6,9 @@ hubsvc's route watch repairs it. Screenshots go to test-output/<test>/ on failur
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,13 +18,13 @@ from hubsvc import config
 from hubsvc.probe import Verdict, probe_spawn
 from hubsvc.routewatch import WatchResult, check_and_repair
 
+from . import chromium
 from .hubsvc_harness import REPO, Instance
 from .test_redirects import delete_route
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM, CHROMEDRIVER = chromium.CHROMIUM, chromium.CHROMEDRIVER
 OUTPUT = REPO / "test-output"
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -35,24 +32,13 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
 
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture
 def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
-    profile = Path(tempfile.mkdtemp(prefix="hubsvc-chromium-"))
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900",
-                 f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    drv.set_page_load_timeout(90)
+    drv = chromium.start()
     shots: list[tuple[str, bytes]] = []
     drv.shots = shots  # screenshots taken along the way, written out on failure
     try:
@@ -69,8 +55,7 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
                 (out / "at-failure.url.txt").write_text(drv.current_url + "\n")
             except Exception:  # the browser may be gone
                 pass
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        chromium.stop(drv)
 
 
 def snap(drv: Any, name: str) -> None:

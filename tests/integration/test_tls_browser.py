@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,19 +15,18 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.tlsca import CA
 
+from . import chromium
 from .hubsvc_harness import REPO, Instance, free_port, new_root
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM, CHROMEDRIVER = chromium.CHROMIUM, chromium.CHROMEDRIVER
 
 webdriver = pytest.importorskip("selenium.webdriver")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
 
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -68,19 +64,8 @@ def tls_hub() -> Iterator[tuple[TlsInstance, str, int]]:
 def browser_pinned(request: pytest.FixtureRequest, tls_hub: tuple[TlsInstance, str, int]
                    ) -> Iterator[Any]:
     _inst, pin, _port = tls_hub
-    profile = Path(tempfile.mkdtemp(prefix="hubsvc-chromium-"))
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900",
-                 f"--user-data-dir={profile}",
-                 # trust exactly this certificate's key, as a browser trusts a CA it knows
-                 f"--ignore-certificate-errors-spki-list={pin}"):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    drv.set_page_load_timeout(90)
+    # trust exactly this certificate's key, as a browser trusts a CA it knows
+    drv = chromium.start(f"--ignore-certificate-errors-spki-list={pin}")
     try:
         yield drv
     finally:
@@ -93,8 +78,7 @@ def browser_pinned(request: pytest.FixtureRequest, tls_hub: tuple[TlsInstance, s
                 (out / "at-failure.url.txt").write_text(drv.current_url + "\n")
             except Exception:  # the browser may be gone
                 pass
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        chromium.stop(drv)
 
 
 def test_browser_redirected_to_https_logs_in_and_reaches_lab(
