@@ -38,9 +38,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import certs, tls
 from .config import Config
+from .doctor.finding import Finding, for_group
 
 if TYPE_CHECKING:
-    from .doctor import Ctx, Finding
+    from .doctor.context import Ctx
 
 log = structlog.get_logger("hubsvc")
 
@@ -417,9 +418,10 @@ def attach(sup: Any) -> Renewer:
 
 
 # ---- doctor --------------------------------------------------------------------------------
-def doctor_findings(ctx: Ctx) -> list[Finding]:
-    from .doctor_tls import _f
+_f = for_group("tls")
 
+
+def doctor_findings(ctx: Ctx) -> list[Finding]:
     cfg = ctx.cfg
     d = tls.acme_dir(cfg)
     out: list[Finding] = []

@@ -13,6 +13,7 @@ from typing import Any
 from . import __version__, config, preflight, status, survival
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
+from .doctor.finding import problems_text
 
 EX_OK = 0
 EX_FAIL = 1
@@ -23,10 +24,7 @@ EX_CONFIG = 78
 
 
 def _print_problems(problems: list[Problem], source: str) -> None:
-    print(f"hubsvc: {source} cannot be used:", file=sys.stderr)
-    for p in problems:
-        ev = f"\n      evidence: {p.evidence}" if p.evidence else ""
-        print(f"  {p.field}: {p.message}{ev}\n      fix: {p.fix}", file=sys.stderr)
+    sys.stderr.write(problems_text(source, problems))
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -94,7 +92,7 @@ def _choose_launcher(cfg: Config) -> str | Problem:
 async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     import structlog
 
-    from . import components, hubconfig, probes
+    from . import components, hubconfig, probes, tls
     from . import secrets as secrets_mod
     from .hubapi import HubAPI
     from .notify import Notifier
@@ -159,9 +157,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             copy: it may hold secrets)."""
             if admin_text is not None and old.hub.config_file is not None:
                 snap = old.paths.runtime_dir / "jupyterhub_config.last_good.py"
-                fd = os.open(snap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(admin_text)
+                tls.write_private(snap, admin_text.encode())
                 old = old.model_copy(update={"hub": old.hub.model_copy(update={"config_file": snap})})
             return build(old)
 
@@ -188,8 +184,6 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             rollback=rollback,
         )
         sup.periodic.append(_overrides_reporter(cfg))
-        from . import tls
-
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
         hub_token = secrets_mod.read(files.hub_api_token)
         Watch(sup, client, hub_token).attach()

@@ -22,24 +22,28 @@ def bundled_dirs() -> list[Path]:
     return dirs
 
 
-def search_path() -> str:
-    """PATH for resolving and for children: the caller's PATH, then the bundled dirs."""
-    parts = [p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p]
+def search_path(path: str | None = None) -> str:
+    """PATH for resolving and for children: `path` (default: the caller's PATH), then the
+    bundled dirs."""
+    if path is None:
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+    parts = [p for p in path.split(os.pathsep) if p]
     for d in bundled_dirs():
         if str(d) not in parts:
             parts.append(str(d))
     return os.pathsep.join(parts)
 
 
-def resolve_command(name: str, base: Path | None = None) -> Path | None:
+def resolve_command(name: str, base: Path | None = None, search: str | None = None) -> Path | None:
     """Absolute path of an executable `name`, or None.
 
-    A name with a slash is a path (relative ones to `base`, the config file's folder).
+    A name with a slash is a path (relative ones to `base`, the config file's folder);
+    a bare name is looked up on `search` (default: `search_path()`).
     """
     if "/" in name:
         p = Path(name)
         if not p.is_absolute() and base is not None:
             p = base / p
         return p if p.is_file() and os.access(p, os.X_OK) else None
-    found = shutil.which(name, path=search_path())
+    found = shutil.which(name, path=search if search is not None else search_path())
     return Path(found) if found else None

@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from . import probes
-from .commands import resolve_command, search_path
+from . import host, probes
+from .commands import resolve_command
 from .config import Config
 from .secrets import SecretFiles, read
 
 Probe = Callable[[], Awaitable[probes.Result]]
 
-# Variables a child must not inherit from hubsvc's own environment.
-_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-                "LISTEN_FDNAMES", "CONFIGPROXY_AUTH_TOKEN", "HUBSVC_CONFIG")
 
 
 @dataclass(frozen=True)
@@ -42,13 +38,6 @@ class ComponentSpec:
 
 def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
-    env["PATH"] = search_path()
-    env.update(extra or {})
-    return env
 
 
 def _both(first: Probe, second: Probe) -> Probe:
@@ -91,7 +80,7 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> 
     return ComponentSpec(
         name="proxy",
         argv=argv,
-        env=child_env({"CONFIGPROXY_AUTH_TOKEN": token}),
+        env=host.child_env(extra={"CONFIGPROXY_AUTH_TOKEN": token}),
         cwd=Path("/"),  # CHP writes no files; its unit runs as an unprivileged user
         start_timeout_s=cfg.proxy.start_timeout_s,
         stop_timeout_s=cfg.proxy.stop_timeout_s,
@@ -130,7 +119,7 @@ def hub_spec(cfg: Config, generated_config: Path, client: httpx.AsyncClient) -> 
     return ComponentSpec(
         name="hub",
         argv=argv,
-        env=child_env(),
+        env=host.child_env(),
         cwd=cfg.paths.state_dir,
         start_timeout_s=cfg.hub.start_timeout_s,
         stop_timeout_s=cfg.hub.stop_timeout_s,

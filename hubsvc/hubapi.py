@@ -1,7 +1,8 @@
-"""The few JupyterHub REST calls hubsvc makes with its own service token, straight to
-the hub's bind_url (so they work while CHP is down). The token's scopes are listed, each
-with the call that needs it, in hubconfig.SERVICE_SCOPE_USES; user and server names are
-always quoted whole into paths."""
+"""The hub's URLs and the few JupyterHub REST calls hubsvc makes with its own service
+token, straight to the hub's bind_url (so they work while CHP is down). Every hub URL
+hubsvc builds comes from `hub_url`/`api_url`. The token's scopes are listed, each with the
+call that needs it, in hubconfig.SERVICE_SCOPE_USES; user and server names are always
+quoted whole into paths."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ class HubAPIError(Exception):
     pass
 
 
+def hub_url(cfg: Config, rel: str = "") -> str:
+    """`rel` (e.g. "hub/health") under the hub's base URL, on its private listener."""
+    return cfg.hub_bind.connect_origin + cfg.public.path + rel
+
+
+def api_url(cfg: Config, path: str = "") -> str:
+    """The hub's REST API path `path` (e.g. "users", "proxy")."""
+    return hub_url(cfg, "hub/api/" + path)
+
+
 PAGE = 200
 
 
@@ -27,7 +38,7 @@ async def iter_users(client: httpx.AsyncClient, cfg: Config, token: str, state: 
                      timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
     """Every user model with servers in `state` ("active" or "ready"), all pages, from the
     hub's private listener. Raises httpx.HTTPError when the hub does not answer."""
-    base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users"
+    base = api_url(cfg, "users")
     headers = {"Authorization": f"token {token}",
                "Accept": "application/jupyterhub-pagination+json"}
     offset = 0
@@ -65,7 +76,7 @@ class HubAPI:
     def retarget(self, cfg: Config) -> None:
         """Follow a reloaded config's hub address."""
         self.cfg = cfg
-        self.base = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/"
+        self.base = api_url(cfg)
 
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
@@ -106,14 +117,12 @@ def server_path(user: str, name: str = "") -> str:
 
 
 async def resync_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
-    """Ask the hub to re-sync CHP's table (POST /hub/api/proxy): (ok, what happened)."""
-    url = cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/proxy"
+    """Ask the hub to re-sync CHP's table (POST /hub/api/proxy): (ok, what happened), for
+    callers that report rather than raise."""
     t = time.monotonic()
     try:
-        r = await client.post(url, headers={"Authorization": f"token {hub_token}"}, timeout=10.0)
-    except httpx.HTTPError as e:
-        return False, f"POST /hub/api/proxy failed: {type(e).__name__}: {e}"
+        await HubAPI(client, cfg, hub_token, timeout=10.0).sync_proxy()
+    except HubAPIError as e:
+        return False, f"re-sync of the proxy's routes failed: {e}"
     ms = (time.monotonic() - t) * 1000
-    if r.status_code != 200:
-        return False, f"POST /hub/api/proxy answered {r.status_code}"
     return True, f"re-synced the proxy's routes from the hub (POST /hub/api/proxy, {ms:.0f} ms)"

@@ -13,17 +13,15 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PROC = Path("/proc")
+from .host import PROC, IPAddress, bind_error, cmdline, resolve, user_name
+
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
 _LITTLE = sys.byteorder == "little"
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -49,12 +47,7 @@ class Holder:
 
     @property
     def user(self) -> str:
-        try:
-            import pwd
-
-            return pwd.getpwuid(self.uid).pw_name
-        except (KeyError, ImportError):
-            return str(self.uid)
+        return user_name(self.uid)
 
     def describe(self) -> str:
         """A short phrase for a person: 'pid 123 (node …) as root on 0.0.0.0:8000'."""
@@ -113,27 +106,6 @@ def listeners(proc: Path = PROC) -> list[Listener]:
     return out
 
 
-def _resolve(host: str) -> list[IPAddress]:
-    """An IP literal as itself; a name through the resolver (all its addresses)."""
-    h = host.strip("[]")
-    if h == "":
-        return [ipaddress.IPv4Address("0.0.0.0")]
-    try:
-        return [ipaddress.ip_address(h)]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(h, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return []
-    addrs: list[IPAddress] = []
-    for info in infos:
-        a = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if a not in addrs:
-            addrs.append(a)
-    return addrs
-
-
 def _v4_view(a: IPAddress) -> ipaddress.IPv4Address | None:
     if isinstance(a, ipaddress.IPv4Address):
         return a
@@ -188,18 +160,9 @@ def _socket_owners(inodes: set[int], proc: Path = PROC) -> dict[int, int]:
     return found
 
 
-def cmdline(pid: int, proc: Path = PROC) -> str | None:
-    try:
-        raw = (proc / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return None
-    parts = [p.decode(errors="replace") for p in raw.split(b"\0") if p]
-    return " ".join(parts) if parts else None
-
-
 def holders(host: str, port: int, proc: Path = PROC) -> list[Holder]:
     """Every listening socket that clashes with listening on host:port."""
-    wants = _resolve(host)
+    wants = resolve(host)
     hits = [
         li
         for li in listeners(proc)
@@ -235,31 +198,6 @@ def port_holder(host: str, port: int) -> Holder | None:
     return found[0]
 
 
-def bind_error(host: str, port: int) -> OSError | None:
-    """Try to bind host:port the way a server does (SO_REUSEADDR); the error, if any.
-
-    EADDRINUSE: somebody listens there. EADDRNOTAVAIL: the address is not on this host.
-    EACCES: a port below 1024 without the privilege to bind it.
-    """
-    addrs = _resolve(host)
-    if not addrs:
-        return OSError(errno.EADDRNOTAVAIL, f"cannot resolve {host!r}")
-    for a in addrs:
-        fam = socket.AF_INET6 if a.version == 6 else socket.AF_INET
-        try:
-            s = socket.socket(fam, socket.SOCK_STREAM)
-        except OSError as e:
-            return e
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((str(a), port))
-        except OSError as e:
-            return e
-        finally:
-            s.close()
-    return None
-
-
 def is_free(host: str, port: int) -> bool:
     """True when nothing listens where host:port would be bound.
 
@@ -272,29 +210,6 @@ def is_free(host: str, port: int) -> bool:
     if err.errno == errno.EADDRINUSE:
         return False
     return not holders(host, port)
-
-
-def iter_pids_of_tree(root: int, proc: Path = PROC) -> Iterator[int]:
-    """root and its descendants (via /proc/PID/task/*/children), bounded to 10000."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack and len(seen) < 10000:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        yield pid
-        tasks = proc / str(pid) / "task"
-        try:
-            tids = os.listdir(tasks)
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                kids = (tasks / tid / "children").read_text().split()
-            except OSError:
-                continue
-            stack.extend(int(k) for k in kids if k.isdigit())
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import stat
 import tempfile
 from pathlib import Path
 
-from . import doctor
 from .config import Config, Problem
+from .doctor.finding import Finding, blocking
+from .doctor.quick import port_findings, preflight_findings
 
 
 def _dir_problem(field: str, path: Path, mode: int) -> Problem | None:
@@ -60,7 +61,7 @@ def _ownership_problem(field: str, path: Path) -> Problem | None:
     return None
 
 
-def _problem(f: doctor.Finding) -> Problem:
+def _problem(f: Finding) -> Problem:
     return Problem(f.id, f.what, f.fix, evidence=f.evidence)
 
 
@@ -81,7 +82,7 @@ def static_problems(cfg: Config) -> list[Problem]:
     out = ensure_dirs(cfg)
     if out:
         return out
-    return [_problem(f) for f in doctor.blocking(doctor.preflight_findings(cfg))
+    return [_problem(f) for f in blocking(preflight_findings(cfg))
             if f.group != "ports"]
 
 
@@ -92,7 +93,7 @@ def run_problems(cfg: Config) -> list[Problem]:
     out = ensure_dirs(cfg)
     if out:
         return out + port_problems(cfg)
-    return [_problem(f) for f in doctor.blocking(doctor.preflight_findings(cfg))]
+    return [_problem(f) for f in blocking(preflight_findings(cfg))]
 
 
 _PORT_IDS = {"ports.public": "public", "ports.api": "api", "ports.hub": "hub_bind"}
@@ -103,7 +104,7 @@ def port_problems(cfg: Config, only_changed_from: Config | None = None) -> list[
     With `only_changed_from` (a reload), only addresses that differ from the running config
     are checked: the others are ours."""
     out = []
-    for f in doctor.blocking(doctor.port_findings(cfg)):
+    for f in blocking(port_findings(cfg)):
         attr = _PORT_IDS.get(f.id)
         if attr and only_changed_from is not None:
             new, old = getattr(cfg, attr), getattr(only_changed_from, attr)

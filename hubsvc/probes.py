@@ -9,6 +9,7 @@ import httpx
 
 from . import routetable
 from .config import Config
+from .hubapi import hub_url
 from .routetable import RouteTable
 
 
@@ -27,12 +28,17 @@ def new_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, verify=False, follow_redirects=False)
 
 
-def _failure(e: Exception, timeout: float) -> Result:
+def failure_text(e: Exception, timeout: float) -> str:
+    """A failed request in a few words: "timed out after 1.5s", "connection refused" …"""
     if isinstance(e, httpx.TimeoutException):
-        return Result(False, f"timed out after {timeout:g}s")
+        return f"timed out after {timeout:g}s"
     if isinstance(e, httpx.ConnectError):
-        return Result(False, "connection refused" if "refused" in str(e).lower() else f"cannot connect ({e})")
-    return Result(False, f"{type(e).__name__}: {e}")
+        return "connection refused" if "refused" in str(e).lower() else f"cannot connect ({e})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _failure(e: Exception, timeout: float) -> Result:
+    return Result(False, failure_text(e, timeout))
 
 
 async def get(client: httpx.AsyncClient, url: str, timeout: float,
@@ -67,7 +73,7 @@ async def proxy_public(client: httpx.AsyncClient, cfg: Config, timeout: float) -
 
 
 async def hub_health(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
-    res, _ = await get(client, cfg.hub_bind.connect_origin + cfg.public.path + "hub/health", timeout)
+    res, _ = await get(client, hub_url(cfg, "hub/health"), timeout)
     return res
 
 

@@ -14,12 +14,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TextIO
 
 from . import status
-from .commands import resolve_command, search_path
 from .config import Config, Problem
+from .doctor import hubprobe
 
 EX_OK = 0
 EX_FAIL = 1
@@ -29,21 +28,16 @@ EX_NOT_RUNNING = 3
 def check_admin_config(cfg: Config) -> Problem | None:
     """The admin's JupyterHub config file, loaded by the hub's Python: None when it loads
     (or when there is no such file or no way to tell which Python runs the hub)."""
-    from . import doctor
-
     cfile = cfg.hub.config_file
     if cfile is None:
         return None
     if not cfile.is_file():
         return Problem("hub.config_file", f"{cfile} does not exist or is not a file",
                        "create it or correct hub.config_file")
-    prog = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)
-    search = search_path()
-    py = doctor._hub_python(prog, search) if prog else None
+    py = hubprobe.python_of(cfg)
     if py is None:
         return None  # cannot tell; a hub that then fails to start is rolled back
-    # run_hub_probe reads only .cfg and .search of doctor's context
-    probe = doctor.run_hub_probe(SimpleNamespace(cfg=cfg, search=search), py)  # type: ignore[arg-type]
+    probe = hubprobe.run(cfg, py)
     if isinstance(probe, str):
         return Problem("hub.command", f"the hub's Python cannot load the config: {probe}",
                        "run `hubsvc doctor`")
@@ -63,7 +57,7 @@ def request(runtime_dir: Path, timeout: float, out: TextIO = sys.stdout,
     in time, 3 no supervisor running."""
     doc = status.read(runtime_dir)
     pid = doc.get("pid") if doc else None
-    if (not isinstance(pid, int) or not doc or not _is_supervisor(doc)
+    if (not isinstance(pid, int) or not doc or not status.supervisor_running(doc)
             or doc.get("state") in ("stopped", "failed")):
         print(f"hubsvc reload: no running supervisor (status file {runtime_dir / status.FILE})",
               file=err)
@@ -85,21 +79,12 @@ def request(runtime_dir: Path, timeout: float, out: TextIO = sys.stdout,
         if (isinstance(lr.get("started_at"), int | float) and lr["started_at"] >= sent_at
                 and lr.get("outcome") not in (None, "in_progress")):
             return _report(lr, out, err)
-        if doc.get("pid") == pid and not _is_supervisor(doc):
+        if doc.get("pid") == pid and not status.supervisor_running(doc):
             print(f"hubsvc reload: the supervisor (pid {pid}) exited during the reload", file=err)
             return EX_NOT_RUNNING
         time.sleep(0.1)
     print(f"hubsvc reload: no outcome within {timeout:g}s (see `hubsvc status`)", file=err)
     return EX_FAIL
-
-
-def _is_supervisor(doc: dict[str, Any]) -> bool:
-    """The process that wrote status.json still runs: by pid and start time where the
-    status file records it (a reused pid is not the supervisor), else by pid and name."""
-    check = getattr(status, "supervisor_running", None)
-    if check is not None:
-        return bool(check(doc))
-    return status.pid_is_supervisor(doc["pid"])  # type: ignore[call-arg]
 
 
 def _report(lr: dict[str, Any], out: TextIO, err: TextIO) -> int:

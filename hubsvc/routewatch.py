@@ -38,7 +38,7 @@ import httpx
 
 from . import routetable
 from .config import Config
-from .hubapi import iter_users, resync_routes
+from .hubapi import api_url, iter_users, resync_routes
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
 
@@ -142,8 +142,7 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
                        user: str) -> list[Server]:
     """One user's ready servers (one request, whatever the number of users). Raises
     httpx.HTTPError when the hub does not answer."""
-    url = (cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users/"
-           + quote(user, safe="@~"))
+    url = api_url(cfg, "users/" + quote(user, safe="@~"))
     r = await client.get(url, headers={"Authorization": f"token {hub_token}"}, timeout=5.0)
     if r.status_code == 404:
         return []
@@ -154,18 +153,13 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
 async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> int:
     """How many users have a ready server: one page of one user, whatever the number of
     users (the hub counts in its database). Raises httpx.HTTPError / ValueError."""
-    r = await client.get(cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users",
+    r = await client.get(api_url(cfg, "users"),
                          params={"state": "ready", "limit": 1},
                          headers={"Authorization": f"token {hub_token}",
                                   "Accept": "application/jupyterhub-pagination+json"},
                          timeout=5.0)
     r.raise_for_status()
     return int(r.json()["_pagination"]["total"])
-
-
-async def repair(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> tuple[bool, str]:
-    """Ask the hub to re-sync every route (POST /hub/api/proxy)."""
-    return await resync_routes(client, cfg, hub_token)
 
 
 @dataclass
@@ -293,7 +287,7 @@ class DriftWatch:
         drifts = await self.check(client, hub_token)
         if not drifts:
             return WatchResult([], None)
-        ok, detail = await repair(client, self.cfg, hub_token)
+        ok, detail = await resync_routes(client, self.cfg, hub_token)
         self.hub_questions += 1
         remaining = drifts
         if ok:

@@ -12,23 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import host
+
 FILE = "status.json"
 COMPONENT_STATES = ("starting", "ready", "restarting", "backoff", "stopping", "stopped", "failed")
-
-
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with
-    the pid, it names one process for the life of the machine, as a pid alone does not."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ")"
-    fields = raw.rsplit(")", 1)[1].split()
-    try:
-        return int(fields[19])  # fields[0] is field 3 (state), so field 22 is fields[19]
-    except (IndexError, ValueError):
-        return None
 
 
 def write(runtime_dir: Path, doc: dict[str, Any]) -> None:
@@ -36,7 +23,7 @@ def write(runtime_dir: Path, doc: dict[str, Any]) -> None:
     holds no secret). The writer's start time goes with its pid."""
     doc = {**doc, "updated_at": time.time()}
     if doc.get("pid") == os.getpid():
-        doc["pid_start_time"] = process_start_time(os.getpid())
+        doc["pid_start_time"] = host.start_time(os.getpid())
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
     tmp = runtime_dir / f".{FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
@@ -62,7 +49,7 @@ def pid_is_supervisor(pid: int, start_time: int | None) -> bool:
     start time; a file without a start time is not trusted."""
     if not isinstance(pid, int) or not isinstance(start_time, int):
         return False
-    return process_start_time(pid) == start_time
+    return host.start_time(pid) == start_time
 
 
 def supervisor_running(doc: dict[str, Any]) -> bool:

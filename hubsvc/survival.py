@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from . import host
+from .doctor import hubprobe
+from .doctor.finding import Finding
 
 if TYPE_CHECKING:
     from .config import Config
-    from .doctor import Finding
 
 # spawners that start servers as the hub's child processes (their subclasses included)
 CHILD_SPAWNERS = ("jupyterhub.spawner.LocalProcessSpawner", "sudospawner.spawner.SudoSpawner")
@@ -37,24 +40,22 @@ def assess(spawner_mro: list[str], launcher: str, kill_mode: str | None) -> Find
     """The verdict for one configuration: the spawner class's MRO (dotted names), the
     launcher the service uses under systemd, the KillMode= of the hub's unit (None when
     unknown)."""
-    from .doctor import _f
-
     spawner = spawner_mro[0] if spawner_mro else "?"
     children = next((c for c in CHILD_SPAWNERS if c in spawner_mro), None)
     unit = hub_unit(launcher)
     if children is None:
-        return _f("systemd.user_servers", "systemd", "ok",
-                  "users' servers run outside hubsvc's units: restarts and upgrades of "
-                  "hubsvc leave them running", f"spawner: {spawner}")
+        return Finding("systemd.user_servers", "systemd", "ok",
+                       "users' servers run outside hubsvc's units: restarts and upgrades of "
+                       "hubsvc leave them running", f"spawner: {spawner}")
     evidence = f"spawner: {spawner} (a {children.rsplit('.', 1)[-1]}); the hub runs in {unit}"
     if kill_mode is None:
-        return _f("systemd.user_servers", "systemd", "skipped",
-                  f"cannot tell whether users' servers outlive a stop of {unit}",
-                  evidence + "; its KillMode= is unknown")
+        return Finding("systemd.user_servers", "systemd", "skipped",
+                       f"cannot tell whether users' servers outlive a stop of {unit}",
+                       evidence + "; its KillMode= is unknown")
     if kill_mode == "process":
-        return _f("systemd.user_servers", "systemd", "ok",
-                  f"users' servers run in {unit}'s cgroup with KillMode=process: they "
-                  "outlive restarts of the hub and of hubsvc", evidence)
+        return Finding("systemd.user_servers", "systemd", "ok",
+                       f"users' servers run in {unit}'s cgroup with KillMode=process: they "
+                       "outlive restarts of the hub and of hubsvc", evidence)
     if launcher == "systemd":
         fix = (f"restore the package's KillMode=process for the hub: remove the drop-in that "
                f"sets it (`systemctl revert {unit}`); " + FIX_SPAWNER)
@@ -65,54 +66,45 @@ def assess(spawner_mro: list[str], launcher: str, kill_mode: str | None) -> Find
                "[supervisor] launcher = \"systemd\" in hubsvc.toml (or \"auto\", the "
                "default); " + FIX_SPAWNER)
         when = "`systemctl restart hubsvc`, `systemctl stop hubsvc` and every upgrade"
-    return _f("systemd.user_servers", "systemd", "warning",
-              f"users' servers are killed by systemd on {when}",
-              f"{evidence} with KillMode={kill_mode}: systemd kills every process left in "
-              "that cgroup when the unit stops", fix)
+    return Finding("systemd.user_servers", "systemd", "warning",
+                   f"users' servers are killed by systemd on {when}",
+                   f"{evidence} with KillMode={kill_mode}: systemd kills every process left in "
+                   "that cgroup when the unit stops", fix)
 
 
 def _kill_mode(unit: str) -> str | None:
-    from .doctor import _systemctl_show
-
-    props = _systemctl_show(unit, ["LoadState", "KillMode"])
+    props = host.systemctl_show(unit, ["LoadState", "KillMode"])
     if not props or props.get("LoadState") != "loaded":
         return None
     return props.get("KillMode") or None
 
 
-def findings(cfg: Config, probe: dict[str, Any] | str,
-             status: dict[str, Any] | None = None) -> list[Finding]:
+def findings(cfg: Config, probe: hubprobe.Probe,
+             status: dict[str, object] | None = None) -> list[Finding]:
     """The doctor's finding for the service as systemd runs it (none without systemd, or
     when the hub's probe failed: the doctor reports that already). status: the running
     supervisor's, which names the launcher in use."""
-    from .doctor import _systemctl_show, systemd_running
-
-    if isinstance(probe, str) or not systemd_running():
-        return []
-    mro = (probe.get("spawner") or {}).get("mro") or []
-    if not mro:
+    mro = hubprobe.spawner_mro(probe)
+    if not mro or not host.systemd_running():
         return []
     launcher = (status or {}).get("launcher")
     if launcher is None:
         launcher = cfg.supervisor.launcher
         if launcher == "auto":
-            hub = _systemctl_show("hubsvc-hub.service", ["LoadState"]) or {}
+            hub = host.systemctl_show("hubsvc-hub.service", ["LoadState"]) or {}
             launcher = "systemd" if hub.get("LoadState") == "loaded" else "process"
-    return [assess(mro, launcher, _kill_mode(hub_unit(launcher)))]
+    return [assess(mro, str(launcher), _kill_mode(hub_unit(str(launcher))))]
 
 
 def _warn(cfg: Config, launcher: str) -> None:
     import structlog
 
-    from . import doctor
-
     log = structlog.get_logger("hubsvc")
     try:
-        ctx = doctor._make_ctx(cfg)
-        py = doctor.check_hub_program(ctx)[1]
+        py = hubprobe.python_of(cfg)
         if py is None:
             return
-        for f in findings(cfg, doctor.run_hub_probe(ctx, py), {"launcher": launcher}):
+        for f in findings(cfg, hubprobe.run(cfg, py), {"launcher": launcher}):
             if f.severity == "warning":
                 log.warning("user_servers_at_risk", reason=f.what, evidence=f.evidence, fix=f.fix)
     except Exception as e:  # a check must never take the supervisor down

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 from ..components import ComponentSpec
@@ -41,21 +40,3 @@ class Launcher(Protocol):
     # Handle.cpu_ticks() -> int | None (optional too)
     #     CPU time the process has used so far: a component that fails its probes while it
     #     keeps using CPU is busy, not hung.
-
-
-def pid_is_stopped(pid: int) -> bool:
-    """True when the process is stopped (SIGSTOP/SIGTSTP) and cannot act on SIGTERM."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
-
-
-def pid_cpu_ticks(pid: int) -> int | None:
-    """utime + stime of the process, in clock ticks (None when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)

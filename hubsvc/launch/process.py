@@ -14,8 +14,8 @@ import signal
 import subprocess
 
 from ..components import ComponentSpec
+from ..host import cpu_ticks, is_stopped
 from ..output import Sink
-from . import pid_cpu_ticks, pid_is_stopped
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -45,10 +45,10 @@ class ProcessHandle:
                 pass
 
     def is_stopped(self) -> bool:
-        return pid_is_stopped(self.pid)
+        return is_stopped(self.pid)
 
     def cpu_ticks(self) -> int | None:
-        return pid_cpu_ticks(self.pid)
+        return cpu_ticks(self.pid)
 
 
 class ProcessLauncher:

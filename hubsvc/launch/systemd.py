@@ -34,8 +34,8 @@ import structlog
 from pystemd.dbuslib import DBus, apply_signature
 
 from ..components import ComponentSpec
+from ..host import cpu_ticks, is_stopped
 from ..output import Sink
-from . import pid_cpu_ticks, pid_is_stopped
 
 log = structlog.get_logger("hubsvc")
 
@@ -227,10 +227,10 @@ class UnitHandle:
             log.debug("kill_unit_failed", unit=self.name, error=str(e))
 
     def is_stopped(self) -> bool:
-        return pid_is_stopped(self.pid)
+        return is_stopped(self.pid)
 
     def cpu_ticks(self) -> int | None:
-        return pid_cpu_ticks(self.pid)
+        return cpu_ticks(self.pid)
 
 
 class SystemdLauncher:

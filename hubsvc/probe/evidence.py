@@ -10,23 +10,10 @@ from urllib.parse import quote
 
 import httpx
 
-from .. import probes
+from .. import host, probes
 from ..config import Config
 from .model import Facts
 from .spawn import HubAPI
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    try:
-        raw = open(f"/proc/{int(pid)}/environ", "rb").read()
-    except (OSError, ValueError, TypeError):
-        return {}
-    out = {}
-    for item in raw.split(b"\0"):
-        k, sep, v = item.partition(b"=")
-        if sep:
-            out[k.decode(errors="replace")] = v.decode(errors="replace")
-    return out
 
 
 async def _server_api(client: httpx.AsyncClient, url: str) -> tuple[bool, str | None]:
@@ -49,7 +36,7 @@ async def gather_facts(client: httpx.AsyncClient, cfg: Config, facts: Facts) -> 
         if root is not None:
             facts.hub_target = root.target
     if facts.server_pid and not facts.server_url:
-        env = environ_of(facts.server_pid)
+        env = host.environ(facts.server_pid) or {}
         facts.server_url = env.get("JUPYTERHUB_SERVICE_URL")
         facts.server_hub_api = env.get("JUPYTERHUB_API_URL")
     if facts.server_hub_api:
@@ -81,7 +68,7 @@ async def watch_server_env(hub: HubAPI, client: httpx.AsyncClient, user: str,
         except (httpx.HTTPError, ValueError):
             srv = {}
         pid = (srv.get("state") or {}).get("pid")
-        api_url = environ_of(pid).get("JUPYTERHUB_API_URL") if pid else None
+        api_url = (host.environ(pid) or {}).get("JUPYTERHUB_API_URL") if pid else None
         if api_url and api_url not in checked:
             checked.add(api_url)
             try:

@@ -117,10 +117,10 @@ def test_renewer_backs_off_and_doctor_says_why(pebble: Pebble, tmp_path: Path) -
     asyncio.run(scenario())
     # the back-off survives a restart of hubsvc
     assert acme.Renewer(Sup(), {}).state["failures"] == 2
-    from hubsvc import doctor
-    from hubsvc.doctor_tls import check
+    from hubsvc.doctor.context import make_ctx
+    from hubsvc.doctor.tls import check
 
-    ctx = doctor._make_ctx(cfg)
+    ctx = make_ctx(cfg)
     found = {f.id: f for f in check(ctx)}
     assert found["tls.acme.attempt"].severity == "error"
     assert "challenge failed" in found["tls.acme.attempt"].evidence

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hubsvc import doctor
 from hubsvc import secrets as secrets_mod
+from hubsvc.doctor.finding import blocking, format_problem
+from hubsvc.doctor.quick import preflight_findings
 
 from ..unpriv import as_user
 from .hubsvc_harness import REPO, Instance
@@ -99,9 +100,9 @@ def test_healthy_stopped_setup_has_no_error_and_no_warning(make_hubsvc: Any) -> 
     from hubsvc.config import load
 
     t0 = time.monotonic()
-    pre = doctor.preflight_findings(load(inst.config))
+    pre = preflight_findings(load(inst.config))
     assert time.monotonic() - t0 < 0.5
-    assert doctor.blocking(pre) == []
+    assert blocking(pre) == []
     assert [x for x in pre if x.severity != "ok"] == []
 
 
@@ -289,10 +290,10 @@ def test_port_taken_by_another_process(make_hubsvc: Any) -> None:
         # the same finding stops `hubsvc run` (preflight), worded the same way
         from hubsvc.config import load
 
-        blockers = doctor.blocking(doctor.preflight_findings(load(inst.config)))
+        blockers = blocking(preflight_findings(load(inst.config)))
         assert [b.id for b in blockers] == ["ports.hub"]
         assert blockers[0].what == f["what"]
-        assert f["what"] in doctor.format_problem(blockers[0])
+        assert f["what"] in format_problem(blockers[0])
 
 
 def test_proxy_api_exposure_through_extra_args_is_refused(make_hubsvc: Any) -> None:

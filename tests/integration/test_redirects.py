@@ -559,7 +559,8 @@ HUB_PAGE_CAUSES = {
 
 @pytest.mark.parametrize("case", sorted(HUB_PAGE_CAUSES))
 def test_hub_page_causes_found_by_the_session_walk(make_hubsvc: Any, case: str) -> None:
-    from hubsvc import doctor
+    from hubsvc.doctor.context import make_ctx
+    from hubsvc.doctor.jupyterhub import flow_findings
 
     extra, outcome, cause = HUB_PAGE_CAUSES[case]
     inst = make_hubsvc(start=False, overrides=QUIET)
@@ -580,7 +581,7 @@ def test_hub_page_causes_found_by_the_session_walk(make_hubsvc: Any, case: str) 
     pub = inst.public
     assert all(not h.cookies_sent or h.url.startswith(pub) for h in v.chain), v.render_text()
     # doctor: the same rule, the same words, the same fix
-    finds = [f for f in doctor.flow_findings(doctor._make_ctx(cfg_of(inst)))
+    finds = [f for f in flow_findings(make_ctx(cfg_of(inst)))
              if f.id == f"jupyterhub.flow.{cause}"]
     assert len(finds) == 1 and finds[0].severity == "error", finds
     assert finds[0].what.startswith(v.summary) and finds[0].fix == v.fix

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hubsvc import status
+from hubsvc import host, status
 from tests.integration.hubsvc_harness import HUBSVC, Instance, new_root
 
 from .conftest import LocalUser
@@ -93,7 +93,7 @@ def test_status_names_a_process_by_pid_and_start_time(tmp_path: Path) -> None:
         forged = {**doc, "pid": p.pid}
         assert not status.supervisor_running(forged)
         assert status.supervisor_running({**forged, "pid_start_time":
-                                          status.process_start_time(p.pid)})
+                                          host.start_time(p.pid)})
     finally:
         p.kill()
         p.wait()

@@ -1,4 +1,5 @@
-"""`hubsvc.slurm.doctor_findings`: the Slurm traps of FACTS.md, against the real cluster."""
+"""The doctor's scheduler group (`hubsvc.doctor.scheduler.findings`): the Slurm traps of
+FACTS.md, against the real cluster."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 
 from hubsvc import config as config_mod
-from hubsvc import slurm
+from hubsvc import host, slurm
+from hubsvc.doctor import scheduler
 
 from .cluster import SLURM_CONF, Cluster
 from .conftest import EXAMPLE
@@ -32,7 +34,7 @@ def test_example_hubsvc_toml_is_valid() -> None:
 
 def test_healthy_setup_has_no_problem(cluster: Cluster, slurm_hub: Any) -> None:
     hub = slurm_hub(extra='c.Authenticator.allowed_users = {"hsvcs1", "hsvcs2"}\n', start=False)
-    found = slurm.doctor_findings(config_mod.load(hub.inst.config))
+    found = scheduler.findings(config_mod.load(hub.inst.config))
     assert problems(found) == {}, [(f.id, f.what, f.evidence) for f in found]
     ids = by_id(found)
     for key in ("spawner", "commands", "munge", "controller", "users", "env.cmd",
@@ -44,7 +46,7 @@ def test_healthy_setup_has_no_problem(cluster: Cluster, slurm_hub: Any) -> None:
 
 def test_not_slurm_no_findings(cluster: Cluster, slurm_hub: Any) -> None:
     hub = slurm_hub(extra='c.JupyterHub.spawner_class = "simple"\n', start=False)
-    assert slurm.doctor_findings(config_mod.load(hub.inst.config)) == []
+    assert scheduler.findings(config_mod.load(hub.inst.config)) == []
 
 
 def test_config_traps(cluster: Cluster, slurm_hub: Any, open_tmp: Path) -> None:
@@ -63,7 +65,7 @@ def test_config_traps(cluster: Cluster, slurm_hub: Any, open_tmp: Path) -> None:
         'c.Spawner.start_timeout = 20\n'
     )
     hub = slurm_hub(extra=extra, start=False)
-    found = slurm.doctor_findings(config_mod.load(hub.inst.config))
+    found = scheduler.findings(config_mod.load(hub.inst.config))
     ids = by_id(found)
     assert problems(found) == {
         "scheduler.ip": "warning",
@@ -85,7 +87,7 @@ def test_config_traps(cluster: Cluster, slurm_hub: Any, open_tmp: Path) -> None:
 
 def test_commands_missing(cluster: Cluster, slurm_hub: Any) -> None:
     hub = slurm_hub(start=False)
-    found = slurm.doctor_findings(config_mod.load(hub.inst.config), path="/nonexistent")
+    found = scheduler.findings(config_mod.load(hub.inst.config), path="/nonexistent")
     ids = by_id(found)
     assert ids["scheduler.commands"].severity == "error"
     assert "sbatch" in ids["scheduler.commands"].evidence
@@ -110,13 +112,13 @@ def test_controller_unreachable_and_munge_down(cluster: Cluster, slurm_hub: Any,
     conf.write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("SLURM_CONF", str(conf))
 
-    def runner(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
+    def runner(argv: Sequence[str], timeout: float) -> host.Completed:
         if argv[0] == "munge":  # the real munge, asked on a socket where no munged listens
             argv = ["munge", "--socket", str(tmp_path / "no-munged.sock"), *argv[1:]]
         return slurm.run(argv, timeout)
 
     hub = slurm_hub(start=False)
-    found = slurm.doctor_findings(config_mod.load(hub.inst.config), runner=runner)
+    found = scheduler.findings(config_mod.load(hub.inst.config), runner=runner)
     ids = by_id(found)
     assert ids["scheduler.controller"].severity == "error", ids["scheduler.controller"]
     assert "DOWN" in ids["scheduler.controller"].evidence

@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hubsvc import slurm
+from hubsvc import host, slurm
+from hubsvc.doctor import scheduler
 
 
 def canned(answers: dict[str, tuple[int, str, str]]) -> slurm.Runner:
-    def runner(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
-        return answers.get(argv[0], (127, "", f"{argv[0]}: not found"))
+    def runner(argv: Sequence[str], timeout: float) -> host.Completed:
+        rc, out, err = answers.get(argv[0], (127, "", f"{argv[0]}: not found"))
+        return host.Completed(tuple(argv), rc, out, err)
     return runner
 
 
@@ -67,14 +69,14 @@ def test_unreadable_by(open_tmp: Path) -> None:
     prog.chmod(0o755)
     for p in (d, d / "bin"):
         p.chmod(0o755)
-    assert slurm.unreadable_by(prog, None) is None
+    assert scheduler.unreadable_by(prog, None) is None
     d.chmod(0o700)
-    why = slurm.unreadable_by(prog, None)
+    why = scheduler.unreadable_by(prog, None)
     assert why is not None and str(d) in why and "drwx------" in why
     d.chmod(0o755)
     prog.chmod(0o700)
-    assert "cannot be read and executed" in (slurm.unreadable_by(prog, None) or "")
-    assert "does not exist" in (slurm.unreadable_by(d / "nope", None) or "")
+    assert "cannot be read and executed" in (scheduler.unreadable_by(prog, None) or "")
+    assert "does not exist" in (scheduler.unreadable_by(d / "nope", None) or "")
 
 
 class FakeClient:
@@ -126,8 +128,9 @@ def probe_of(ip_default: str, ip_set: str | None = None) -> dict[str, Any]:
         "ip": {"value": ip_set or ip_default, "set_in": "SlurmSpawner" if ip_set else None},
         "start_timeout": {"value": 300, "set_in": "Spawner"},
     }
-    return {"error": None, "spawner": "site.Spawner", "mro": [slurm.SLURM_SPAWNER],
-            "values": values, "ip_class_default": ip_default, "config_users": []}
+    return {"error": None, "spawner": {"class": "site.Spawner", "mro": [scheduler.SLURM_SPAWNER]},
+            "spawner_settings": {"values": values, "ip_class_default": ip_default},
+            "config_users": []}
 
 
 def test_doctor_remote_nodes_need_reachable_addresses(monkeypatch: Any) -> None:
@@ -140,19 +143,19 @@ def test_doctor_remote_nodes_need_reachable_addresses(monkeypatch: Any) -> None:
                      "scontrol": (0, "Slurmctld(primary) at ctl is UP\n", ""),
                      "munge": (1, "", "munge: Error: Failed to access socket")})
     loopback = parse({})  # hub on 127.0.0.1, no connect_url
-    found = {f.id: f for f in slurm.doctor_findings(loopback, probe=probe_of("127.0.0.1"),
+    found = {f.id: f for f in scheduler.findings(loopback, probe_of("127.0.0.1"),
                                                      runner=runner)}
     assert found["scheduler.connect_url"].severity == "error"
     assert "node-a.invalid" in found["scheduler.connect_url"].evidence
     assert found["scheduler.server_ip"].severity == "error"
     reachable = parse({"hub": {"bind_url": "http://0.0.0.0:8081",
                                "connect_url": "http://head.invalid:8081"}})
-    found = {f.id: f for f in slurm.doctor_findings(reachable, probe=probe_of("0.0.0.0"),
+    found = {f.id: f for f in scheduler.findings(reachable, probe_of("0.0.0.0"),
                                                      runner=runner)}
     assert "scheduler.connect_url" not in found and "scheduler.server_ip" not in found
     # c.SlurmSpawner.ip set but the class default wins: warned, and judged by the default
-    found = {f.id: f for f in slurm.doctor_findings(
-        reachable, probe=probe_of("0.0.0.0", ip_set="10.0.0.5"), runner=runner)}
+    found = {f.id: f for f in scheduler.findings(
+        reachable, probe_of("0.0.0.0", ip_set="10.0.0.5"), runner=runner)}
     assert found["scheduler.ip"].severity == "warning"
     assert "scheduler.server_ip" not in found
 

@@ -11,10 +11,14 @@ import socket
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 
-from hubsvc import config, doctor
-from hubsvc.doctor import Account, Finding, Reply
+from hubsvc import config, doctor, host
+from hubsvc.doctor import entry, files, finding, jupyterhub, network, scheduler, service, systemd
+from hubsvc.doctor.context import make_ctx
+from hubsvc.doctor.finding import Finding
+from hubsvc.host import Account
 
 pytestmark = pytest.mark.unit
 
@@ -37,13 +41,13 @@ def _free_port() -> int:
 
 # ---- systemd parsing ----------------------------------------------------------------------
 def test_parse_systemctl_show() -> None:
-    got = doctor.parse_systemctl_show("LoadState=loaded\nUser=\nDropInPaths=/a.conf /b.conf\n")
+    got = host.parse_systemctl_show("LoadState=loaded\nUser=\nDropInPaths=/a.conf /b.conf\n")
     assert got == {"LoadState": "loaded", "User": "", "DropInPaths": "/a.conf /b.conf"}
 
 
 def test_failed_units() -> None:
-    assert doctor.failed_units_findings("")[0].severity == "ok"
-    f = doctor.failed_units_findings(
+    assert systemd.failed_units_findings("")[0].severity == "ok"
+    f = systemd.failed_units_findings(
         "hubsvc.service loaded failed failed JupyterHub behind ...\n")[0]
     assert f.severity == "error" and "hubsvc.service" in f.evidence
     assert "reset-failed" in f.fix
@@ -54,19 +58,19 @@ def test_dropins_that_override_settings(tmp_path: Path) -> None:
     a.write_text("[Service]\nEnvironment=PATH=/opt/node/bin:/usr/bin\n# Restart=no\n")
     b = tmp_path / "20-desc.conf"
     b.write_text("[Unit]\nDescription=ours\n")
-    f = doctor.dropin_findings(f"{a} {b}")[0]
+    f = systemd.dropin_findings(f"{a} {b}")[0]
     assert f.severity == "warning"
     assert f"{a}: Environment=PATH=/opt/node/bin:/usr/bin" in f.evidence
     assert "Restart" not in f.evidence  # a comment is not a setting
-    assert doctor.dropin_findings(str(b))[0].severity == "ok"
-    assert doctor.dropin_findings("")[0].severity == "ok"
+    assert systemd.dropin_findings(str(b))[0].severity == "ok"
+    assert systemd.dropin_findings("")[0].severity == "ok"
 
 
 def test_systemd_absent_is_skipped(tmp_path: Path) -> None:
-    if doctor.systemd_running():
+    if host.systemd_running():
         pytest.skip("systemd is running here")
-    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
-    f = doctor.check_systemd(ctx)
+    ctx = make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    f = systemd.check_systemd(ctx)
     assert [(x.id, x.severity, x.what) for x in f] == [
         ("systemd", "skipped", "systemd not running")]
 
@@ -76,12 +80,12 @@ def test_owned_lines(tmp_path: Path) -> None:
     p = tmp_path / "jupyterhub_config.py"
     p.write_text("c = get_config()\n\nc.JupyterHub.bind_url = 'http://:9000'\n"
                  "c.JupyterHub.hub_port += 1\nc.Spawner.cmd = ['x']\n")
-    got = doctor._owned_lines(p)
+    got = jupyterhub.owned_lines(p)
     assert got[("JupyterHub", "bind_url")] == 3
     assert got[("JupyterHub", "hub_port")] == 4
     assert got[("Spawner", "cmd")] == 5
     (tmp_path / "bad.py").write_text("c.JupyterHub.bind_url = (\n")
-    assert doctor._owned_lines(tmp_path / "bad.py") == {}
+    assert jupyterhub.owned_lines(tmp_path / "bad.py") == {}
 
 
 # ---- file permissions for another account -------------------------------------------------------
@@ -109,30 +113,30 @@ def _access_cases(tmp_path: Path, nobody: Account) -> None:
     inside = closed_dir / "f.py"
     inside.write_text("")
     inside.chmod(0o644)
-    assert doctor.access_as(open_file, nobody, 4) == (True, "")
-    ok, why = doctor.access_as(private, nobody, 4)
-    assert not ok and "mode 0600" in why
-    ok, why = doctor.access_as(inside, nobody, 4)
-    assert not ok and f"cannot enter {closed_dir}" in why
+    assert host.access_as(open_file, nobody, 4) is None
+    why = host.access_as(private, nobody, 4)
+    assert why is not None and "mode 0600" in why
+    why = host.access_as(inside, nobody, 4)
+    assert why is not None and f"cannot enter {closed_dir}" in why
     # group read is enough when the account is in the group
     private.chmod(0o640)
     os.chown(private, 0, nobody.gid)
-    assert doctor.access_as(private, nobody, 4)[0]
+    assert host.access_as(private, nobody, 4) is None
 
 
 def test_secret_checks(tmp_path: Path) -> None:
     me = Account.from_uid(os.geteuid(), "test")
     s = tmp_path / "proxy_auth_token"
-    assert doctor._secret_findings(s, me)[0].severity == "ok"  # created at first start
+    assert files.secret_findings(s, me)[0].severity == "ok"  # created at first start
     s.write_text("x\n")
     s.chmod(0o600)
-    assert [f.severity for f in doctor._secret_findings(s, me)] == ["ok"]
+    assert [f.severity for f in files.secret_findings(s, me)] == ["ok"]
     s.chmod(0o640)
-    f = doctor._secret_findings(s, me)[0]
+    f = files.secret_findings(s, me)[0]
     assert f.severity == "error" and "mode 0640" in f.evidence and "chmod 0600" in f.fix
     s.unlink()
     s.symlink_to("/etc/hostname")
-    f = doctor._secret_findings(s, me)[0]
+    f = files.secret_findings(s, me)[0]
     assert f.severity == "error" and "not a regular file" in f.what
 
 
@@ -140,8 +144,8 @@ def test_world_writable_state_dir(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     cfg.paths.state_dir.mkdir()
     cfg.paths.state_dir.chmod(0o777)
-    ctx = doctor._make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
-    f = {x.id: x for x in doctor.check_files(ctx)}
+    ctx = make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
+    f = {x.id: x for x in files.check_files(ctx)}
     assert f["files.state_dir"].severity == "error"
     assert "writable by everyone" in f["files.state_dir"].what
     assert "chmod 0700" in f["files.state_dir"].fix
@@ -152,8 +156,8 @@ def test_hub_port_url_is_flagged_even_when_nothing_answers(tmp_path: Path) -> No
     hub_port = _free_port()
     cfg = _cfg(tmp_path, hub={"bind_url": f"http://127.0.0.1:{hub_port}"},
                proxy={"public_url": "http://127.0.0.1:18000"})
-    ctx = doctor._make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
-    f = doctor.check_entry_url(ctx, f"http://localhost:{hub_port}/hub/")[0]
+    ctx = make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
+    f = entry.check_entry_url(ctx, f"http://localhost:{hub_port}/hub/")[0]
     assert f.severity == "error"
     assert "hub's private address" in f.what
     assert "open http://127.0.0.1:18000/ instead" in f.fix
@@ -161,33 +165,33 @@ def test_hub_port_url_is_flagged_even_when_nothing_answers(tmp_path: Path) -> No
 
 def test_hub_exposed_to_the_network_is_a_warning(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, hub={"bind_url": f"http://0.0.0.0:{_free_port()}"})
-    ctx = doctor._make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
-    f = {x.id: x for x in doctor.check_ports(ctx)}
+    ctx = make_ctx(cfg, Account.from_uid(os.geteuid(), "test"))
+    f = {x.id: x for x in network.check_ports(ctx)}
     assert f["ports.hub_exposure"].severity == "warning"
     assert "127.0.0.1" in f["ports.hub_exposure"].fix
 
 
 # ---- routes vs servers (the comparison only) ------------------------------------------------------
 def test_route_comparison(tmp_path: Path) -> None:
-    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    ctx = make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
     routes = {"/": {"hub": True, "target": "http://127.0.0.1:8081"},
               "/user/alice": {"user": "alice", "target": "http://127.0.0.1:5000"}}
     users = [{"name": "alice", "servers": {"": {"ready": True, "url": "/user/alice/"}}},
              {"name": "bob", "servers": {"": {"ready": True, "url": "/user/bob/"},
                                          "gpu": {"ready": False, "url": "/user/bob/gpu/"}}}]
-    reply = Reply(200, {}, json.dumps(users).encode())
-    f = {x.id: x for x in doctor._route_findings(ctx, routes, reply)}
+    reply = httpx.Response(200, content=json.dumps(users).encode())
+    f = {x.id: x for x in service.route_findings(ctx, routes, reply)}
     assert f["service.hub_route"].severity == "ok"
     assert f["service.routes"].severity == "error"
     assert f["service.routes"].evidence == "missing: bob (/user/bob/)"
     del routes["/"]
-    f = {x.id: x for x in doctor._route_findings(ctx, routes, reply)}
+    f = {x.id: x for x in service.route_findings(ctx, routes, reply)}
     assert f["service.hub_route"].severity == "error"
 
 
 def test_loop_episodes_from_status(tmp_path: Path) -> None:
-    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
-    f = doctor._loop_findings(ctx, [
+    ctx = make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    f = service.loop_findings(ctx, [
         {"user": "ann", "url": "/hub/user/ann/?redirects=4", "count": 4,
          "cause": "private_address", "detail": "requests came to the hub's private address"},
         {"user": "bo", "url": "/hub/user/bo/", "count": 2, "cause": "missing_route",
@@ -197,7 +201,7 @@ def test_loop_episodes_from_status(tmp_path: Path) -> None:
     assert f[1].id == "service.loop.bo" and "hub/api/proxy" in f[1].fix
     assert f[1].severity == "warning"  # ended: it happened, it is not happening now
     # the same "missing route" loop while the route is in the table: the wrong entry point
-    g = doctor._loop_findings(ctx, [{"user": "bo", "cause": "missing_route", "open": True}],
+    g = service.loop_findings(ctx, [{"user": "bo", "cause": "missing_route", "open": True}],
                               {"/": {}, "/user/bo": {"user": "bo"}})[0]
     assert g.severity == "error" and "hub's private address" in g.what
     assert "never http://127.0.0.1:8081/" in g.fix
@@ -209,17 +213,17 @@ def test_report_groups_then_fixes_at_the_end() -> None:
           Finding("a.err", "programs", "error", "bad", "ev", "do a", True),
           Finding("c.ok", "programs", "ok", "fine"),
           Finding("d.skip", "systemd", "skipped", "systemd not running", "PID 1 is x")]
-    text = doctor.render_text(fs, None, 0.42)
+    text = finding.render_text(fs, None, 0.42)
     body, _, fixes = text.partition("What to fix:")
     assert body.index("programs") < body.index("ports") < body.index("systemd")
     assert "1 error(s), 1 warning(s), 1 ok, 1 skipped (0.4 s)" in body
     assert fixes.index("a.err") < fixes.index("b.warn")  # errors first
     assert "fix: do a" in fixes and "evidence: ev" in fixes
     assert "Not checked:" in fixes and "PID 1 is x" in fixes
-    assert doctor.exit_code(fs) == 1
-    assert doctor.exit_code(fs[2:]) == 0
-    assert [b.id for b in doctor.blocking(fs)] == ["a.err"]
-    assert doctor.format_problem(fs[1]) == "  a.err: bad\n      evidence: ev\n      fix: do a"
+    assert finding.exit_code(fs) == 1
+    assert finding.exit_code(fs[2:]) == 0
+    assert [b.id for b in finding.blocking(fs)] == ["a.err"]
+    assert finding.format_problem(fs[1]) == "  a.err: bad\n      evidence: ev\n      fix: do a"
 
 
 def test_config_errors_exit_78(tmp_path: Path) -> None:
@@ -243,9 +247,9 @@ def test_unusable_url_exits_78(tmp_path: Path) -> None:
 def test_other_groups_are_reported_too(tmp_path: Path) -> None:
     fs = [Finding("scheduler.munge", "scheduler", "error", "munge fails", "", "start munged"),
           Finding("x.y", "elsewhere", "warning", "odd", "", "look")]
-    text = doctor.render_text(fs, None, 0.1)
+    text = finding.render_text(fs, None, 0.1)
     assert "\nscheduler\n" in text and "\nelsewhere\n" in text
-    ctx = doctor._make_ctx(_cfg(tmp_path), Account.from_uid(os.geteuid(), "test"))
+    cfg = _cfg(tmp_path)
     not_slurm = {"spawner": {"mro": ["jupyterhub.spawner.LocalProcessSpawner"]}}
-    assert doctor._scheduler_findings(ctx, not_slurm) == []
-    assert doctor._scheduler_findings(ctx, "probe failed") == []
+    assert scheduler.findings(cfg, not_slurm) == []
+    assert scheduler.findings(cfg, "probe failed") == []

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hubsvc import ports
+from hubsvc import host, ports
 
 # Real lines in the kernel's format (little-endian host): 127.0.0.1:8081 LISTEN,
 # 0.0.0.0:22 LISTEN, one ESTABLISHED connection that must be ignored.
@@ -174,4 +174,4 @@ def test_other_process_holder(child_listener: tuple[subprocess.Popen[bytes], int
     assert h.cmdline is not None and "marker-xyz" in h.cmdline
     assert elapsed < 1.0
     assert not ports.is_free("127.0.0.1", port)
-    assert p.pid in set(ports.iter_pids_of_tree(os.getpid()))
+    assert p.pid in set(host.pids_of_tree(os.getpid()))

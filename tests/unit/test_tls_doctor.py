@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from hubsvc import acme, config, doctor, tls
-from hubsvc.doctor_tls import check
+from hubsvc import acme, config, tls
+from hubsvc.doctor.context import make_ctx
+from hubsvc.doctor.finding import Finding
+from hubsvc.doctor.tls import check
+from hubsvc.host import Account
 from tests.tlsca import CA
 
 
@@ -28,8 +31,8 @@ def make_cfg(tmp_path: Path, public: str = "https://hub.example.org/", **tls_kw:
                          "proxy": {"public_url": public}, "tls": tls_kw})
 
 
-def findings(cfg: config.Config, ca: CA, **kw: Any) -> dict[str, doctor.Finding]:
-    ctx = doctor._make_ctx(cfg, doctor.Account.from_uid(0, "root"))
+def findings(cfg: config.Config, ca: CA, **kw: Any) -> dict[str, Finding]:
+    ctx = make_ctx(cfg, Account.from_uid(0, "root"))
     return {f.id: f for f in check(ctx, trust=[ca.root], **kw)}
 
 
@@ -93,10 +96,10 @@ def test_http_port_held_by_another_process(tmp_path: Path, ca: CA) -> None:
 
 def test_plain_http_on_the_network_warns(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, public="http://0.0.0.0:8000")
-    ctx = doctor._make_ctx(cfg, doctor.Account.from_uid(0, "root"))
+    ctx = make_ctx(cfg, Account.from_uid(0, "root"))
     f = check(ctx)
     assert [x.id for x in f] == ["tls.mode"] and "clear text" in f[0].what
-    assert check(doctor._make_ctx(make_cfg(tmp_path, public="http://127.0.0.1:8000"))) == []
+    assert check(make_ctx(make_cfg(tmp_path, public="http://127.0.0.1:8000"))) == []
 
 
 # ---- ACME: when, and the plain-http listener ------------------------------------------------

@@ -10,42 +10,37 @@ files, and (ACME) the account, the last attempt and the CA's directory.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import socket
 import ssl
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import ports, tls
+from .. import ports, tls
+from .context import Ctx
+from .finding import Finding, for_group
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from .certs import Inspected
-    from .doctor import Ctx, Finding
+    from ..certs import Inspected
 
-GROUP = "tls"
-
-
-def _f(id: str, severity: str, what: str, evidence: str = "", fix: str = "",
-       blocks: bool = False) -> Finding:
-    from .doctor import Finding
-
-    return Finding(f"tls.{id}", GROUP, severity, what, evidence, fix, blocks)  # type: ignore[arg-type]
+_f = for_group("tls")
 
 
 def check(ctx: Ctx, trust: list[x509.Certificate] | None = None,
           now: dt.datetime | None = None) -> list[Finding]:
     cfg = ctx.cfg
     if cfg.tls.mode == "off":
-        return _off(ctx)  # without importing cryptography: `hubsvc run` imports the doctor
-    from . import certs
+        return _off(ctx)  # without importing cryptography
+    from .. import certs
     out: list[Finding] = []
     src = tls.source(cfg)
     assert src is not None
     out += _key_mode(src.key_file, src.key_field)
     if cfg.tls.mode == "acme":
-        from . import acme
+        from .. import acme
 
         out += acme.doctor_findings(ctx)
         if not src.cert_file.exists():
@@ -110,7 +105,7 @@ def _key_mode(key: Path, field: str) -> list[Finding]:
 
 
 def _chain(chain: list[x509.Certificate], trust: list[x509.Certificate] | None) -> list[Finding]:
-    from . import certs
+    from .. import certs
 
     gap = certs.chain_gap(chain, trust)
     ev = " <- ".join(c.subject.rfc4514_string() for c in chain)
@@ -128,7 +123,7 @@ def _chain(chain: list[x509.Certificate], trust: list[x509.Certificate] | None) 
 
 
 def _expiry(ctx: Ctx, leaf: x509.Certificate, now: dt.datetime | None) -> list[Finding]:
-    from . import certs
+    from .. import certs
 
     state, sentence = certs.expiry(leaf, now)
     renew = ("hubsvc renews it itself; see the tls.acme findings for why it has not"
@@ -147,7 +142,7 @@ def _expiry(ctx: Ctx, leaf: x509.Certificate, now: dt.datetime | None) -> list[F
 
 
 def _names(ctx: Ctx, leaf: x509.Certificate) -> list[Finding]:
-    from . import certs
+    from .. import certs
 
     host = ctx.cfg.public.host
     names = certs.names(leaf)
@@ -231,7 +226,7 @@ def _served(ctx: Ctx, ins: Inspected) -> list[Finding]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    from . import certs
+    from .. import certs
 
     served = x509.load_der_x509_certificate(der)
     if served.fingerprint(hashes.SHA256()) == ins.leaf.fingerprint(hashes.SHA256()):
@@ -243,8 +238,6 @@ def _served(ctx: Ctx, ins: Inspected) -> list[Finding]:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:

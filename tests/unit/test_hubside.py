@@ -1,0 +1,99 @@
+"""hubsvc/doctor/hubside.py, the hub-side probe: run by path with a real Python that has
+JupyterHub (this checkout's), on real admin config files, through `hubprobe.run` (the
+one way hubsvc starts it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubsvc import config
+from hubsvc.doctor import hubprobe
+
+pytestmark = pytest.mark.unit
+
+PY = Path(sys.executable)
+
+
+def _cfg(tmp_path: Path, admin: str | None) -> config.Config:
+    hub: dict[str, object] = {"config_file": ""}
+    if admin is not None:
+        f = tmp_path / "jupyterhub_config.py"
+        f.write_text(admin)
+        hub["config_file"] = str(f)
+    return config.parse({"paths": {"state_dir": str(tmp_path / "state"),
+                                   "runtime_dir": str(tmp_path / "run")}, "hub": hub},
+                        source=tmp_path / "hubsvc.toml")
+
+
+def test_what_the_hub_makes_of_the_admin_config(tmp_path: Path) -> None:
+    admin = ("c = get_config()  # noqa\n"
+             "c.JupyterHub.bind_url = 'http://:9000'\n"
+             "c.JupyterHub.spawner_class = 'simple'\n"
+             "c.Authenticator.allowed_users = {'ann', 'bo'}\n"
+             "c.Authenticator.admin_users = {'root'}\n"
+             "c.Spawner.cmd = '/opt/env/bin/jupyterhub-singleuser'\n"
+             "c.Spawner.start_timeout = 42\n")
+    probe = hubprobe.run(_cfg(tmp_path, admin), PY)
+    assert isinstance(probe, dict), probe
+    import jupyterhub
+
+    # the script's folder (holding hubsvc's own jupyterhub.py check module) does not shadow
+    # the real package
+    assert probe["version"] == jupyterhub.__version__ and probe["error"] is None
+    assert probe["python"] == str(PY) or Path(probe["python"]).resolve() == PY.resolve()
+    assert probe["load_error"] is None
+    assert ["JupyterHub", "bind_url", "'http://:9000'"] in probe["owned_set"]
+    assert probe["spawner"]["class"] == "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    assert "jupyterhub.spawner.LocalProcessSpawner" in probe["spawner"]["mro"]
+    assert probe["authenticator"]["class"] == "jupyterhub.auth.PAMAuthenticator"
+    assert probe["spawner_cmd"] == ["/opt/env/bin/jupyterhub-singleuser"]
+    assert probe["config_users"] == ["ann", "bo", "root"]
+    values = probe["spawner_settings"]["values"]
+    assert values["start_timeout"] == {"value": 42, "set_in": "Spawner"}
+    assert values["cmd"]["value"] == ["/opt/env/bin/jupyterhub-singleuser"]
+    assert values["ip"]["set_in"] is None  # the class default
+    assert hubprobe.spawner_mro(probe) == probe["spawner"]["mro"]
+
+
+def test_broken_config_and_unknown_classes(tmp_path: Path) -> None:
+    probe = hubprobe.run(_cfg(tmp_path, "c = get_config()  # noqa\nc.JupyterHub.ip = (\n"), PY)
+    assert isinstance(probe, dict)
+    assert probe["load_error"]["type"] == "SyntaxError" and probe["load_error"]["line"] == 2
+    assert probe["spawner"]["class"] == "jupyterhub.spawner.LocalProcessSpawner"  # defaults
+    probe = hubprobe.run(_cfg(tmp_path, "c.JupyterHub.spawner_class = 'nosuch.Spawner'\n"
+                                        "c.JupyterHub.authenticator_class = 'dummy'\n"), PY)
+    assert isinstance(probe, dict) and probe["load_error"] is None
+    assert "ModuleNotFoundError" in probe["spawner"]["error"]
+    assert "mro" not in probe["spawner"] and "spawner_settings" not in probe
+    assert probe["authenticator"]["class"] == "jupyterhub.auth.DummyAuthenticator"
+    assert hubprobe.spawner_mro(probe) == [] and hubprobe.spawner_mro("failed") == []
+
+
+def test_no_admin_config_and_no_jupyterhub(tmp_path: Path) -> None:
+    probe = hubprobe.run(_cfg(tmp_path, None), PY)
+    assert isinstance(probe, dict) and probe["load_error"] is None and probe["owned_set"] == []
+    # a Python without JupyterHub says so instead of failing
+    bare = subprocess.run(["/usr/bin/python3", "-I", str(hubprobe.SCRIPT),
+                           json.dumps({"config_file": "", "owned": []})],
+                          capture_output=True, text=True, timeout=60)
+    out = json.loads(bare.stdout)
+    if out["version"] is not None:
+        pytest.skip("the system Python has JupyterHub")
+    assert bare.returncode == 0 and out["error"].startswith("cannot import jupyterhub")
+    failed = hubprobe.run(_cfg(tmp_path, None), Path("/bin/false"))
+    assert isinstance(failed, str) and "exited 1" in failed
+
+
+def test_the_hub_python_is_found_from_the_jupyterhub_script(tmp_path: Path) -> None:
+    cfg = config.parse({"hub": {"command": str(PY.parent / "jupyterhub")}})
+    py = hubprobe.python_of(cfg)
+    assert py is not None and py.resolve() == PY.resolve()
+    script = tmp_path / "jupyterhub"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert hubprobe.hub_python(script, "/usr/bin:/bin") is None  # not a Python
