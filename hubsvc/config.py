@@ -129,6 +129,11 @@ def _url_field(v: str) -> str:
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 
 
+def _empty_is_none(v: Any) -> Any:
+    """An optional path written as "" in TOML (which has no null) means none."""
+    return None if v in ("", None) else v
+
+
 class Paths(_Section):
     state_dir: Path = Path("/var/lib/hubsvc")
     runtime_dir: Path = Path("/run/hubsvc")
@@ -430,10 +435,7 @@ class Acme(_Section):
 
     _dir = field_validator("directory_url")(_url_field)
 
-    @field_validator("ca_bundle", mode="before")
-    @classmethod
-    def _empty_is_none(cls, v: Any) -> Any:
-        return None if v in ("", None) else v
+    _no_bundle = field_validator("ca_bundle", mode="before")(_empty_is_none)
 
     @field_validator("email")
     @classmethod
@@ -470,10 +472,7 @@ class Tls(_Section):
     ciphers: str = DEFAULT_TLS_CIPHERS
     acme: Acme = Acme()
 
-    @field_validator("cert_file", "chain_file", "key_file", mode="before")
-    @classmethod
-    def _empty_is_none(cls, v: Any) -> Any:
-        return None if v in ("", None) else v
+    _no_file = field_validator("cert_file", "chain_file", "key_file", mode="before")(_empty_is_none)
 
     @field_validator("ciphers")
     @classmethod

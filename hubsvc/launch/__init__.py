@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .. import host
 from ..components import ComponentSpec
 from ..output import Sink
 
@@ -40,3 +41,15 @@ class Launcher(Protocol):
     # Handle.cpu_ticks() -> int | None (optional too)
     #     CPU time the process has used so far: a component that fails its probes while it
     #     keeps using CPU is busy, not hung.
+
+
+class ByPid:
+    """What a handle learns from /proc about the process it names (both launchers)."""
+
+    pid: int
+
+    def is_stopped(self) -> bool:
+        return host.is_stopped(self.pid)
+
+    def cpu_ticks(self) -> int | None:
+        return host.cpu_ticks(self.pid)

@@ -14,8 +14,8 @@ import signal
 import subprocess
 
 from ..components import ComponentSpec
-from ..host import cpu_ticks, is_stopped
 from ..output import Sink
+from . import ByPid
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -25,7 +25,7 @@ def _in_child() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-class ProcessHandle:
+class ProcessHandle(ByPid):
     def __init__(self, proc: asyncio.subprocess.Process):
         self._proc = proc
         self.pid = proc.pid
@@ -43,12 +43,6 @@ class ProcessHandle:
                 self._proc.send_signal(sig)
             except ProcessLookupError:
                 pass
-
-    def is_stopped(self) -> bool:
-        return is_stopped(self.pid)
-
-    def cpu_ticks(self) -> int | None:
-        return cpu_ticks(self.pid)
 
 
 class ProcessLauncher:

@@ -34,8 +34,8 @@ import structlog
 from pystemd.dbuslib import DBus, apply_signature
 
 from ..components import ComponentSpec
-from ..host import cpu_ticks, is_stopped
 from ..output import Sink
+from . import ByPid
 
 log = structlog.get_logger("hubsvc")
 
@@ -177,7 +177,7 @@ class Bus:
             self._listeners[path].remove(fn)
 
 
-class UnitHandle:
+class UnitHandle(ByPid):
     """A started component unit; `wait()` resolves when systemd reports it inactive/failed."""
 
     def __init__(self, bus: Bus, name: str, path: bytes, pid: int):
@@ -225,12 +225,6 @@ class UnitHandle:
                           [self.name.encode(), who, int(sig)])
         except Exception as e:  # the unit may just have gone
             log.debug("kill_unit_failed", unit=self.name, error=str(e))
-
-    def is_stopped(self) -> bool:
-        return is_stopped(self.pid)
-
-    def cpu_ticks(self) -> int | None:
-        return cpu_ticks(self.pid)
 
 
 class SystemdLauncher:
