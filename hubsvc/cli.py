@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__, config, preflight, status, survival
+from . import __version__, config, host, preflight, status, survival
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
 from .doctor.finding import problems_text
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     survival.warn_in_background(cfg, launcher)
     skip: set[str] = set()
-    if "INVOCATION_ID" in os.environ:
+    if host.started_by_systemd():
         # component units still running (the proxy kept across `systemctl restart hubsvc`)
         from .launch.systemd import units_at_start
 
@@ -72,7 +72,7 @@ def _choose_launcher(cfg: Config) -> str | Problem:
     wanted = cfg.supervisor.launcher
     if wanted == "process":
         return "process"
-    if wanted == "auto" and "INVOCATION_ID" not in os.environ:
+    if wanted == "auto" and not host.started_by_systemd():
         return "process"  # not started by systemd
     from .launch.systemd import usable
 
@@ -118,7 +118,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     for path in created:
         log.info("secret_created", path=path)
     keep = cfg.hub.user_servers_on_stop == "keep" or (
-        cfg.hub.user_servers_on_stop == "auto" and "INVOCATION_ID" in os.environ)
+        cfg.hub.user_servers_on_stop == "auto" and host.started_by_systemd())
     # liveness probes get a connection pool of their own: nothing else hubsvc asks of the
     # hub or CHP can queue in front of them
     async with probes.new_client() as client, probes.new_client() as probe_client:

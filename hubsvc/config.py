@@ -192,8 +192,31 @@ HUB_ALIASES: dict[str, tuple[str, str]] = {  # JupyterHub 6.1.1 `aliases` and `f
     "upgrade-db": ("JupyterHub", "upgrade_db"),
     "no-ssl": ("JupyterHub", "confirm_no_ssl"),
 }
+
+# (traitlets section, key) pairs hubsvc sets and the admin's file must not.
+OWNED: list[tuple[str, str]] = [
+    ("JupyterHub", "bind_url"),
+    ("JupyterHub", "ip"),
+    ("JupyterHub", "port"),
+    ("JupyterHub", "base_url"),
+    ("JupyterHub", "hub_bind_url"),
+    ("JupyterHub", "hub_ip"),
+    ("JupyterHub", "hub_port"),
+    ("JupyterHub", "db_url"),
+    ("JupyterHub", "cookie_secret"),
+    ("JupyterHub", "cookie_secret_file"),
+    ("JupyterHub", "cleanup_servers"),
+    ("JupyterHub", "cleanup_proxy"),
+    ("JupyterHub", "proxy_class"),
+    ("ConfigurableHTTPProxy", "should_start"),
+    ("ConfigurableHTTPProxy", "api_url"),
+    ("ConfigurableHTTPProxy", "auth_token"),
+    ("ConfigurableHTTPProxy", "command"),
+    ("Proxy", "should_start"),
+]
+
 # Settings the hub's command line must not carry besides those in the generated config
-# (hubconfig.OWNED): the generated config itself, and flags that make the hub print
+# (OWNED): the generated config itself, and flags that make the hub print
 # something and exit instead of serving.
 _HUB_ARGV_ONLY_OWNED = {("JupyterHub", "config_file"), ("JupyterHub", "hub_connect_url"),
                         ("Application", "show_config"), ("Application", "show_config_json"),
@@ -202,8 +225,6 @@ _HUB_ARGV_ONLY_OWNED = {("JupyterHub", "config_file"), ("JupyterHub", "hub_conne
 
 def hub_owned_settings() -> set[tuple[str, str]]:
     """(section, trait) pairs that set an owned setting, every section that reaches it."""
-    from .hubconfig import OWNED  # hubconfig imports this module: resolve at call time
-
     out: set[tuple[str, str]] = set()
     for cls, trait in {*OWNED, *_HUB_ARGV_ONLY_OWNED}:
         for section in HUB_CLASS_PARENTS.get(cls, (cls,)):

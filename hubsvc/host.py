@@ -383,7 +383,13 @@ def is_local_host(host: str) -> bool:
 
 # ---- the service manager -----------------------------------------------------------------
 def systemd_running() -> bool:
+    """systemd is this machine's service manager."""
     return os.path.isdir("/run/systemd/system")
+
+
+def started_by_systemd() -> bool:
+    """This process is (part of) a unit systemd started: systemd sets INVOCATION_ID."""
+    return "INVOCATION_ID" in os.environ
 
 
 def parse_systemctl_show(text: str) -> dict[str, str]:

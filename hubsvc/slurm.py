@@ -24,6 +24,7 @@ from . import host
 from .commands import search_path
 from .config import Config
 from .hubapi import api_url, iter_users
+from .probes import Result
 
 if TYPE_CHECKING:
     import httpx
@@ -48,28 +49,22 @@ def commands(path: str | None = None) -> dict[str, str | None]:
     return {c: shutil.which(c, path=p) for c in COMMANDS}
 
 
-@dataclass(frozen=True)
-class Check:
-    ok: bool
-    detail: str
-
-
-def controller(runner: Runner = run) -> Check:
+def controller(runner: Runner = run) -> Result:
     """`scontrol ping`: "Slurmctld(primary) at HOST is UP"."""
     r = runner(["scontrol", "ping"], TIMEOUT_S)
     text = (r.out.strip() or r.err.strip() or f"exit status {r.rc}").replace("\n", "; ")
-    return Check(r.ok and " is UP" in r.out and "DOWN" not in r.out, text)
+    return Result(r.ok and " is UP" in r.out and "DOWN" not in r.out, text)
 
 
-def munge(runner: Runner = run) -> Check:
+def munge(runner: Runner = run) -> Result:
     """Encode and decode a credential with the local munged."""
     cred = runner(["munge", "-n"], TIMEOUT_S)
     if not cred.ok or not cred.out.strip():
-        return Check(False, (cred.err.strip() or f"munge -n: exit status {cred.rc}").splitlines()[-1])
+        return Result(False, (cred.err.strip() or f"munge -n: exit status {cred.rc}").splitlines()[-1])
     r = host.run(["unmunge"], TIMEOUT_S, input=cred.out)
     if not r.ok:
-        return Check(False, (r.err.strip() or f"unmunge: exit status {r.rc}"))
-    return Check(True, "munge -n | unmunge: Success")
+        return Result(False, (r.err.strip() or f"unmunge: exit status {r.rc}"))
+    return Result(True, "munge -n | unmunge: Success")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def render_table(doc: dict[str, Any], running: bool) -> str:
         if doc.get(key):
             lines.append(f"{title}: {json.dumps(doc[key])}")
     if doc.get("scheduler"):
-        from .slurm import status_lines
+        from .slurm import status_lines  # httpx: only when a scheduler is in the status
 
         lines += status_lines(doc["scheduler"])
     return "\n".join(lines)

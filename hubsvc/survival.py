@@ -15,7 +15,6 @@ the admin's JupyterHub config).
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -115,6 +114,6 @@ def warn_in_background(cfg: Config, launcher: str) -> None:
     """`hubsvc run` under systemd: say so when users' servers cannot survive hubsvc's
     actions. In a thread (loading the admin's config takes a second or two of another
     Python): the start does not wait for it."""
-    if "INVOCATION_ID" not in os.environ:
+    if not host.started_by_systemd():
         return  # not run by systemd: nothing kills a cgroup
     threading.Thread(target=_warn, args=(cfg, launcher), name="survival", daemon=True).start()

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import host
 from ..commands import resolve_command, search_path
-from ..config import Config
+from ..config import OWNED, Config
 
 SCRIPT = Path(__file__).with_name("hubside.py")
 TIMEOUT_S = 30.0
@@ -35,11 +35,9 @@ def python_of(cfg: Config, search: str | None = None) -> Path | None:
 
 def run(cfg: Config, py: Path, search: str | None = None) -> Probe:
     """Load the admin's config in `py` and report (a str: why the probe gave no answer)."""
-    from .. import hubconfig  # it imports structlog: not for the preflight's import
-
     cfile = cfg.hub.config_file
     args = {"config_file": str(cfile) if cfile and cfile.is_file() else "",
-            "owned": hubconfig.OWNED}
+            "owned": OWNED}
     r = host.run([str(py), str(SCRIPT), json.dumps(args)], TIMEOUT_S,
                  env=host.child_env(search))
     if not r.ok:

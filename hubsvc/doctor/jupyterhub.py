@@ -12,6 +12,9 @@ from typing import Any
 
 from .. import host, hubdb
 from ..commands import resolve_command
+from ..probe import config_diagnoses
+from ..probe import settings as flow_settings
+from ..probe.flow import make_facts
 from .context import Ctx
 from .finding import Finding
 from .hubprobe import hub_python
@@ -234,10 +237,6 @@ def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[
 def flow_findings(ctx: Ctx) -> list[Finding]:
     """The config-visible causes of hubsvc.probe.rules, with probe-spawn's own words and fix
     (the same rule functions decide both)."""
-    from ..probe import config_diagnoses
-    from ..probe import settings as flow_settings
-    from ..probe.flow import make_facts
-
     settings, why = flow_settings.load(ctx.cfg)
     if settings is None:
         return [Finding("jupyterhub.flow", "jupyterhub", "skipped",
