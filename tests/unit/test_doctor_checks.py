@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -253,3 +255,27 @@ def test_other_groups_are_reported_too(tmp_path: Path) -> None:
     not_slurm = {"spawner": {"mro": ["jupyterhub.spawner.LocalProcessSpawner"]}}
     assert scheduler.findings(cfg, not_slurm) == []
     assert scheduler.findings(cfg, "probe failed") == []
+
+
+# ---- one formatter, cheap import -----------------------------------------------------------------
+def test_problems_and_findings_are_written_by_one_formatter() -> None:
+    p = config.Problem("paths.state_dir", "is not writable", "chown it", evidence="mode 0555")
+    assert finding.problems_text("/etc/hubsvc/hubsvc.toml", [p]) == (
+        "hubsvc: /etc/hubsvc/hubsvc.toml cannot be used:\n"
+        "  paths.state_dir: is not writable\n      evidence: mode 0555\n      fix: chown it\n")
+    f = Finding("ports.public", "ports", "error", "taken", "", "stop it")
+    assert finding.format_problem(f) == "  ports.public: taken\n      fix: stop it"
+    assert "evidence" not in finding.render_text([f], None, 0.0)
+
+
+def test_preflight_does_not_import_the_whole_doctor() -> None:
+    code = ("import sys, hubsvc.preflight, hubsvc.survival, hubsvc.reload, hubsvc.slurm\n"
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    loaded = {m for m in out if m.startswith("hubsvc.doctor")}
+    assert loaded == {"hubsvc.doctor", "hubsvc.doctor.context", "hubsvc.doctor.files",
+                      "hubsvc.doctor.finding", "hubsvc.doctor.hubprobe",
+                      "hubsvc.doctor.network", "hubsvc.doctor.programs",
+                      "hubsvc.doctor.quick"}, loaded
+    assert "cryptography" not in out and "acme" not in out
