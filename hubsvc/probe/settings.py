@@ -13,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+from .. import host
 from ..config import Config
 from .model import FlowSettings
 
@@ -63,12 +64,8 @@ def load(cfg: Config) -> tuple[FlowSettings | None, str | None]:
     path = cfg.hub.config_file
     if path is None:
         return FlowSettings(), None
-    try:
-        r = subprocess.run([sys.executable, "-c", _LOADER, str(path)], capture_output=True,
-                           text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"{path}: {type(e).__name__}"
-    return _parse(str(path), r.returncode, r.stdout, r.stderr)
+    r = host.run([sys.executable, "-c", _LOADER, str(path)], TIMEOUT_S)
+    return _parse(str(path), r.rc, r.out, r.err)
 
 
 async def load_async(cfg: Config) -> tuple[FlowSettings | None, str | None]:
