@@ -19,8 +19,8 @@ pytestmark = pytest.mark.unit
 PY = Path(sys.executable)
 
 
-def _cfg(tmp_path: Path, admin: str | None) -> config.Config:
-    hub: dict[str, object] = {"config_file": ""}
+def _cfg(tmp_path: Path, admin: str | None, **hub_keys: object) -> config.Config:
+    hub: dict[str, object] = {"config_file": "", **hub_keys}
     if admin is not None:
         f = tmp_path / "jupyterhub_config.py"
         f.write_text(admin)
@@ -97,3 +97,17 @@ def test_the_hub_python_is_found_from_the_jupyterhub_script(tmp_path: Path) -> N
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
     assert hubprobe.hub_python(script, "/usr/bin:/bin") is None  # not a Python
+
+
+def test_reload_refuses_an_admin_file_the_hub_cannot_load(tmp_path: Path) -> None:
+    from hubsvc import reload
+
+    def check(admin: str) -> config.Problem | None:
+        # this checkout's jupyterhub, so its Python is the one running the tests
+        return reload.check_admin_config(_cfg(tmp_path, admin, command=str(PY.parent / "jupyterhub")))
+
+    assert check("c.JupyterHub.spawner_class = 'simple'\n") is None
+    p = check("c = get_config()  # noqa\n\nc.JupyterHub.ip = undefined_name\n")
+    assert p is not None and p.field == "hub.config_file"
+    assert p.message.startswith(f"{tmp_path / 'jupyterhub_config.py'}:3: NameError")
+    assert "the running hub keeps the previous one" in p.fix
