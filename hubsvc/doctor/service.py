@@ -39,7 +39,7 @@ def check_service(ctx: Ctx) -> list[Finding]:
     else:
         out.append(Finding("service.status", "service", "ok" if st.get("ready") else "error",
                            f"hubsvc pid {st.get('pid')}: " + ("ready" if st.get("ready") else
-                                                         f"not ready ({st.get('state')})"),
+                                                              f"not ready ({st.get('state')})"),
                            json.dumps({k: v for k, v in st.items() if k != "components"})[:300],
                            "" if st.get("ready") else "see `hubsvc status` and the journal"))
         for name, comp in (st.get("components") or {}).items():
