@@ -279,3 +279,19 @@ def test_preflight_does_not_import_the_whole_doctor() -> None:
                       "hubsvc.doctor.network", "hubsvc.doctor.programs",
                       "hubsvc.doctor.quick"}, loaded
     assert "cryptography" not in out and "acme" not in out
+
+
+def test_user_names_from_the_hub_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    from hubsvc import hubdb
+
+    assert hubdb.user_names(tmp_path) == []  # no database yet
+    con = sqlite3.connect(tmp_path / hubdb.FILE)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.executemany("INSERT INTO users (name) VALUES (?)", [("ann",), ("bo",)])
+    con.commit()
+    con.close()
+    assert sorted(hubdb.user_names(tmp_path)) == ["ann", "bo"]
+    (tmp_path / hubdb.FILE).write_bytes(b"not a database")
+    assert hubdb.user_names(tmp_path) == []
