@@ -28,7 +28,7 @@ from .cookies import CookieJar
 from .evidence import gather_facts, watch_server_env
 from .model import Facts, ProbeUsageError, Verdict, Walk
 from .rules import classify_spawn_failure, config_diagnoses, diagnose
-from .spawn import HubAPI, api_message
+from .spawn import HubAPI, ProbeToken, api_message, to_the_end
 from .urls import origin_of, path_of
 from .walker import Walker
 
@@ -435,15 +435,15 @@ async def probe_spawn(
                     return failed
         await p.note_server()
         token: str | None = None
-        token_id: str | None = None
+        lease = ProbeToken(hub, user, int(timeout_s) + 60) if mode == "token" else None
         try:
-            if mode == "token":
-                token, token_id = await hub.mint_token(user, int(timeout_s) + 60)
+            if lease is not None:
+                token = await lease.mint()
             verdict = await p.judge(mode, entry_url, password, token, repair)
         finally:
-            if token_id is not None:
-                # shielded: a Ctrl-C or SIGTERM that cancels the probe still deletes it
-                await asyncio.shield(hub.delete_token(user, token_id))
+            if lease is not None:
+                # also when a Ctrl-C or SIGTERM cancelled the probe, during the mint too
+                await to_the_end(lease.revoke())
         if why:
             verdict.warnings.append(f"the JupyterHub config could not be read ({why}); "
                                     "config-visible causes were not checked")

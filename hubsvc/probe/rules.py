@@ -367,19 +367,6 @@ def wrong_target(w: Walk | None, f: Facts) -> Diagnosis | None:
     return None
 
 
-def version_skew(w: Walk | None, f: Facts) -> Diagnosis | None:
-    if w is None or not _skew(f):
-        return None
-    return Diagnosis(
-        "version_skew",
-        "jupyterhub-singleuser in the server's environment is another version than the hub; "
-        "the server does not accept the hub's login",
-        [*repeat_evidence(w), _skew_line(f)],
-        f"install jupyterhub=={f.hub_version} in the user environment (the one that provides "
-        "jupyterhub-singleuser), then restart the user's server",
-    )
-
-
 def _server_self_default(f: Facts) -> str | None:
     s = f.settings
     if s is None or s.spawner_default_url is None:
@@ -461,28 +448,74 @@ def hub_unreachable(w: Walk | None, f: Facts) -> Diagnosis | None:
     return None
 
 
+def _max_age_problem(f: Facts) -> str | None:
+    """A cookie_max_age_days so short that the hub refuses its own login cookie at the next
+    request (tornado compares the cookie's whole-second timestamp with now - max age)."""
+    s = f.settings
+    days = s.cookie_max_age_days if s else None
+    if days is None or days * 86400 >= 60:
+        return None
+    return (f"c.JupyterHub.cookie_max_age_days = {days!r}"
+            + (f" ({s.source})" if s and s.source else "")
+            + f": the hub refuses a login cookie older than {max(days, 0) * 86400:.0f} s, so "
+            "every login is forgotten by the next page")
+
+
 def session_refused(w: Walk | None, f: Facts) -> Diagnosis | None:
-    """A walk that holds a login session and still ends on the login form."""
-    if w is None or not ends_at_login(w, f):
+    """A walk that holds a login session and still ends on the login form (also seen in
+    the config alone: a cookie_max_age_days the hub's own cookies do not survive)."""
+    conf = _max_age_problem(f)
+    ev: list[str] = []
+    if w is not None:
+        if not ends_at_login(w, f):
+            return None
+        if not any(h.cookies_sent and "jupyterhub-hub-login" in h.cookies_sent
+                   for h in w.hops):
+            return None
+        ev = [f"final hop: {w.final.line()}"]  # type: ignore[union-attr]
+    elif conf is None:
         return None
-    if not any(h.cookies_sent and "jupyterhub-hub-login" in h.cookies_sent for h in w.hops):
-        return None
+    if conf:
+        ev.append(conf)
+        fix = ("remove c.JupyterHub.cookie_max_age_days from the JupyterHub config (the "
+               "default is 14 days) or set it to whole days; then restart hubsvc")
+    else:
+        fix = ("check the hub's log for 'Invalid or expired cookie token': the cookie secret "
+               "or the database changed under the running hub; restart hubsvc")
     return Diagnosis(
         "session_refused",
-        "the hub shows the login form to a browser that holds a valid login cookie",
-        [f"final hop: {w.final.line()}"],
-        "check the hub's log for 'Invalid or expired cookie token': the cookie secret or the "
-        "database changed under the running hub; restart hubsvc",
+        "the hub shows the login form to a browser that holds its login cookie: it refuses "
+        "the cookie it set itself",
+        ev, fix,
+    )
+
+
+def version_skew(w: Walk | None, f: Facts) -> Diagnosis | None:
+    """The last resort: JupyterHub 6.1.1 only logs a version mismatch (_check_version) and
+    gives up its /hub/user/ loop after 2 redirects instead of 4; a skew alone does not
+    break a flow, so it is named only when nothing more specific explains the walk."""
+    if w is None or not _skew(f):
+        return None
+    return Diagnosis(
+        "version_skew",
+        "nothing more specific explains this walk, and jupyterhub-singleuser in the server's "
+        "environment is another version than the hub (JupyterHub only warns about it, and "
+        "gives up a redirect loop after 2 redirects instead of 4)",
+        [*repeat_evidence(w), _skew_line(f)],
+        f"install jupyterhub=={f.hub_version} in the user environment (the one that provides "
+        "jupyterhub-singleuser), then restart the user's server; if the problem stays, read "
+        "the chain above",
     )
 
 
 RULES: list[Rule] = [
     private_address, public_url_mismatch, prefix_outside_base, front_proxy,
-    cookie_scope, hub_default_url_loop, missing_route, wrong_target, version_skew,
-    self_redirect, oauth_cycle, hub_unreachable, session_refused,
+    cookie_scope, hub_default_url_loop, missing_route, wrong_target,
+    self_redirect, oauth_cycle, hub_unreachable, session_refused, version_skew,
 ]
 # The rules whose cause the effective JupyterHub config shows on its own (doctor).
-CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop]
+CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop,
+                            session_refused]
 
 
 def diagnose(w: Walk, f: Facts) -> Diagnosis:
