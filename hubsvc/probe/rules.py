@@ -538,6 +538,13 @@ def config_diagnoses(f: Facts) -> list[Diagnosis]:
 
 
 _SPAWN_RULES: list[tuple[re.Pattern[str], str, str]] = [
+    # JupyterHub 6.1.1's progress API says "Spawn failed: {exception}"; the spawner not
+    # finishing within c.Spawner.start_timeout is a TimeoutError without a message
+    (re.compile(r"^\s*Spawn failed:\s*$"),
+     "spawn_timeout",
+     "the spawner did not finish starting within c.Spawner.start_timeout (the hub's log "
+     "says 'failed to start in N seconds, giving up'): raise c.Spawner.start_timeout, or "
+     "find out why the spawner is slow"),
     (re.compile(r"Failed to connect to my Hub|hub_connect_url|JUPYTERHUB_API_URL", re.I),
      "hub_unreachable",
      "make the hub's API reachable from the server: set c.JupyterHub.hub_connect_url "

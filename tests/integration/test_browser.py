@@ -161,7 +161,8 @@ PROBE_CLASS = {"healthy": "lab", "repaired": "lab", "loop": "loop",
                "spawn_timeout": "stuck"}
 # hubsvc's own route watch must not repair what a case breaks on purpose
 CALM = {"health": {"interval_s": 300.0, "timeout_s": 2.0}}
-RESULTS: list[tuple[str, str, str, str]] = []  # (case, cause, chromium, probe)
+# (case, probe's cause, Chromium's class, where Chromium ended, probe's outcome)
+RESULTS: list[tuple[str, str, str, str, str]] = []
 
 
 def chromium_outcome(drv: Any, user: str, timeout: float = 90) -> tuple[str, str]:
@@ -220,10 +221,12 @@ def run_probe(inst: Instance, user: str, **kw: Any) -> Verdict:
     return asyncio.run(probe_spawn(config.load(inst.config), user, repair=False, **kw))
 
 
-def agree(case: str, chromium: tuple[str, str], v: Verdict) -> None:
-    RESULTS.append((case, v.cause, chromium[0], v.outcome))
+def agree(case: str, chromium: tuple[str, str], v: Verdict, cause: str) -> None:
+    """Chromium and probe-spawn end in the same class, and probe-spawn names CAUSE."""
+    RESULTS.append((case, v.cause, chromium[0], chromium[1][:90], v.outcome))
     assert PROBE_CLASS.get(v.outcome) == chromium[0], (
         f"{case}: Chromium {chromium}, probe-spawn:\n{v.render_text()}")
+    assert v.cause == cause, f"{case}: probe-spawn:\n{v.render_text()}"
     if chromium[0] == "loop" and v.timings_ms.get("verdict_after_repeat") is not None:
         # from the probe's own hop timestamps: the verdict within 2 s of the repeat
         assert v.timings_ms["verdict_after_repeat"] < 2000, v.timings_ms
@@ -234,15 +237,32 @@ def agree(case: str, chromium: tuple[str, str], v: Verdict) -> None:
             v.timings_ms, repeat_hop.t_ms)
 
 
+# A spawner that never finishes starting for one user ('slow'): the hub's start_timeout
+# ends the spawn, as it does for a batch system or an image pull that takes too long.
+SLOW_SPAWNER = """
+import asyncio as _asyncio
+from jupyterhub.spawner import SimpleLocalProcessSpawner as _Simple
+class _SlowForOne(_Simple):
+    async def start(self):
+        if self.user.name == 'slow':
+            await _asyncio.sleep(3600)
+        return await super().start()
+c.JupyterHub.spawner_class = _SlowForOne
+"""
+
+
 def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) -> None:
     """healthy, missing_route, private_address, wrong_target, self_redirect,
-    hub_unreachable (spawn fails): causes that live in one user's route or server."""
-    from .test_redirects import SELF_REDIRECTING_SERVER
+    hub_unreachable (spawn fails), version skew (healthy, and in a loop), the hub's
+    start_timeout and probe-spawn's own --timeout: causes that live in one user's route
+    or server."""
+    from .test_redirects import SELF_REDIRECTING_SERVER, SKEW_VERSION, skew_venv
 
+    skew = skew_venv()
     inst = make_hubsvc(start=False, overrides=CALM)
     script = inst.root / "self_redirecting_server.py"
     script.write_text(SELF_REDIRECTING_SERVER)
-    inst.hub_extra = (
+    inst.hub_extra = SLOW_SPAWNER + (
         "import sys as _sys\n"
         "def _per_user(spawner):\n"
         "    if spawner.user.name == 'selfie':\n"
@@ -250,23 +270,28 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
         "    if spawner.user.name == 'lost':\n"
         "        spawner.hub_connect_url = 'http://127.0.0.1:9'\n"
         "        spawner.http_timeout = 8\n"
+        "    if spawner.user.name == 'old':\n"
+        f"        spawner.cmd = [{str(skew)!r}]\n"
+        "    if spawner.user.name == 'slow':\n"
+        "        spawner.start_timeout = 14\n"
         "c.Spawner.pre_spawn_hook = _per_user\n")
     inst.write_config()
     inst.start()
     drv = browser
     # healthy: the baseline both must call good
-    agree("healthy", chromium_login(drv, inst, "hana"), run_probe(inst, "hana"))
+    agree("healthy", chromium_login(drv, inst, "hana"), run_probe(inst, "hana"), "none")
     # missing_route: the proxy lost the route of a running server
     delete_route(inst, "hana")
     drv.get(f"{inst.public}/user/hana/lab")
     c = chromium_outcome(drv, "hana")
-    agree("missing_route", c, run_probe(inst, "hana", start=False))
+    agree("missing_route", c, run_probe(inst, "hana", start=False), "missing_route")
     # private_address: the same user opens the hub's own listener
     inst.api_call("POST", "proxy")  # the hub pushes the route back
     drv.get(f"{inst.hub}/user/hana/")
     c = chromium_outcome(drv, "hana")
     agree("private_address", c, run_probe(inst, "hana", start=False,
-                                          entry_url=f"{inst.hub}/user/hana/"))
+                                          entry_url=f"{inst.hub}/user/hana/"),
+          "private_address")
     # wrong_target: the route points where nothing answers
     with httpx.Client(trust_env=False, timeout=5) as cl:
         r = cl.post(f"{inst.api}/api/routes/user/hana",
@@ -276,11 +301,37 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
     assert r.status_code == 201
     drv.get(f"{inst.public}/user/hana/lab")
     c = chromium_outcome(drv, "hana")
-    agree("wrong_target", c, run_probe(inst, "hana", start=False))
+    agree("wrong_target", c, run_probe(inst, "hana", start=False), "wrong_target")
     # self_redirect: the user's server redirects to itself
-    agree("self_redirect", chromium_login(drv, inst, "selfie"), run_probe(inst, "selfie"))
+    agree("self_redirect", chromium_login(drv, inst, "selfie"), run_probe(inst, "selfie"),
+          "self_redirect")
     # hub_unreachable: the server is given a hub address nothing listens on
-    agree("hub_unreachable", chromium_login(drv, inst, "lost"), run_probe(inst, "lost"))
+    agree("hub_unreachable", chromium_login(drv, inst, "lost"), run_probe(inst, "lost"),
+          "hub_unreachable")
+    # version skew: jupyterhub-singleuser SKEW_VERSION under the 6.1.1 hub. JupyterHub
+    # only logs the mismatch: JupyterLab loads, probe-spawn says healthy and warns
+    c = chromium_login(drv, inst, "old")
+    v = run_probe(inst, "old")
+    agree("version_skew", c, v, "none")
+    assert any(f"jupyterhub-singleuser {SKEW_VERSION}" in w for w in v.warnings), v.warnings
+    # ... and in a loop the hub gives up after 2 redirects instead of 4, naming the skew
+    delete_route(inst, "old")
+    drv.get(f"{inst.public}/user/old/lab")
+    c = chromium_outcome(drv, "old")
+    assert f"jupyterhub version {SKEW_VERSION}" in drv.page_source, c
+    v = run_probe(inst, "old", start=False)
+    agree("version_skew_in_a_loop", c, v, "missing_route")
+    assert any(f"X-JupyterHub-Version {SKEW_VERSION}" in e and "2 redirects" in e
+               for e in v.evidence), v.evidence
+    inst.api_call("POST", "proxy")
+    # the hub's start_timeout: the browser's spawn-pending page turns red
+    c = chromium_login(drv, inst, "slow")
+    agree("spawn_timeout_hub", c, run_probe(inst, "slow", timeout_s=60), "spawn_timeout")
+    # probe-spawn's own --timeout ends first: the browser is still waiting on the same
+    # spawn-pending page (the red page above is where it ends)
+    v = run_probe(inst, "slow", timeout_s=5)
+    agree("spawn_timeout_probe", c, v, "spawn_timeout")
+    assert v.outcome == "spawn_timeout", v.render_text()
 
 
 HUB_CONFIG_CASES = {
@@ -294,7 +345,15 @@ HUB_CONFIG_CASES = {
     # context), so does the probe's jar; nothing loops
     "secure_cookies_on_loopback": 'c.JupyterHub.tornado_settings = {"cookie_options": '
                                   '{"secure": True}}\n',
+    # the hub refuses its own login cookie at the next request (tornado's max_age_days)
+    "cookie_max_age_zero": "c.JupyterHub.cookie_max_age_days = 0\n",
 }
+HUB_CONFIG_CAUSE = {"hub_default_url_loop": "hub_default_url_loop",
+                    "cookie_path_hub_only": "cookie_scope",
+                    "cookie_domain_elsewhere": "cookie_scope",
+                    "public_url_other_host": "public_url_mismatch",
+                    "secure_cookies_on_loopback": "none",
+                    "cookie_max_age_zero": "session_refused"}
 
 
 @pytest.mark.parametrize("case", list(HUB_CONFIG_CASES))
@@ -307,7 +366,7 @@ def test_equivalence_hub_config_causes(make_hubsvc: Any, browser: Any, case: str
     # ever creating one)
     assert inst.api_call("POST", "users/ivy").status_code in (201, 409)
     c = chromium_login(browser, inst, "ivy")
-    agree(case, c, run_probe(inst, "ivy"))
+    agree(case, c, run_probe(inst, "ivy"), HUB_CONFIG_CAUSE[case])
 
 
 def test_equivalence_front_proxy_strips_the_prefix(make_hubsvc: Any, browser: Any) -> None:
@@ -351,7 +410,8 @@ def test_equivalence_front_proxy_strips_the_prefix(make_hubsvc: Any, browser: An
         entry = f"http://127.0.0.1:{front_port}/jhub/user/jo/"
         drv.get(entry)
         c = chromium_outcome(drv, "jo")
-        agree("front_proxy_prefix", c, run_probe(inst, "jo", start=False, entry_url=entry))
+        agree("front_proxy_prefix", c, run_probe(inst, "jo", start=False, entry_url=entry),
+              "prefix_mismatch")
     finally:
         front.terminate()
         front.wait(10)
@@ -361,8 +421,8 @@ def test_zz_equivalence_agreement_figure() -> None:
     """Prints the agreement figure the README quotes (runs last in this module)."""
     if not RESULTS:
         pytest.skip("no equivalence case ran")
-    agreed = sum(1 for _case, _cause, c, o in RESULTS if PROBE_CLASS.get(o) == c)
+    agreed = sum(1 for _case, _cause, c, _d, o in RESULTS if PROBE_CLASS.get(o) == c)
     print(f"\nequivalence: {len(RESULTS)} cases, {agreed} agreed")
-    for row in RESULTS:
-        print("  ", *row)
+    for case, cause, c, detail, o in RESULTS:
+        print(f"   {case} | Chromium {c} ({detail}) | probe {o} / {cause}")
     assert agreed == len(RESULTS)

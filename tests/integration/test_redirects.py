@@ -83,18 +83,24 @@ def create_user(inst: Instance, user: str) -> None:
 
 
 def skew_venv() -> Path:
-    """A second environment with jupyterhub-singleuser SKEW_VERSION, made once and cached
-    outside the repository (pip from the package registry)."""
+    """A second environment with jupyterhub-singleuser SKEW_VERSION (and this checkout's
+    JupyterLab, so a browser can load it), made once and cached outside the repository
+    (pip from the package registry)."""
+    from importlib.metadata import version
+
     venv = CACHE / f"jupyterhub-{SKEW_VERSION}"
-    done = venv / ".complete"
+    pkgs = [f"jupyterhub=={SKEW_VERSION}", "jupyter_server",
+            f"jupyterlab=={version('jupyterlab')}"]
+    done = venv / (".complete-" + "-".join(p.replace("=", "") for p in pkgs[2:]))
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
-                            f"jupyterhub=={SKEW_VERSION}", "jupyter_server"],
-                           check=True, timeout=600)
+            if not (venv / "bin" / "pip").exists():
+                subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)],
+                               check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *pkgs],
+                           check=True, timeout=900)
             done.touch()
     return venv / "bin" / "jupyterhub-singleuser"
 

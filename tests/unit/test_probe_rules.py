@@ -108,6 +108,9 @@ def test_spawn_failure_classes():
         "Spawn failed: Server at http://127.0.0.1:1/user/a/api didn't respond in 30 seconds"
     )[0] == "server_unresponsive"
     assert classify_spawn_failure("Failed to connect to my Hub at x")[0] == "hub_unreachable"
+    # the hub's start_timeout: a TimeoutError, whose message is empty
+    assert classify_spawn_failure("Spawn failed: ")[0] == "spawn_timeout"
+    assert classify_spawn_failure("Spawn failed: boom")[0] == "unknown"
 
 
 def test_exit_codes_and_json():
