@@ -353,15 +353,21 @@ def wrong_target(w: Walk | None, f: Facts) -> Diagnosis | None:
             [*_fell_evidence(w, f, fell[0]), f"CHP's route {f.server_path} {why}"],
             RESYNC_FIX, repairable=True)
     final = w.final
-    if (final is not None and final.status in (502, 503, 504) and f.target_answers is False
+    if (final is not None and (final.status or 0) >= 400 and f.target_answers is False
             and path_of(final.url).startswith(f.user_prefix)):
         where = f"; the server listens at {origin_of(f.server_url)}" if f.server_url else ""
+        if final.status in (502, 503, 504):
+            summary = (f"the proxy's route for {f.user} points where no server answers, so "
+                       f"the proxy answers {final.status}")
+        else:
+            # something answers there, but not as USER's server: another user's server, or
+            # another program that took the port
+            summary = (f"the proxy's route for {f.user} leads to something that is not "
+                       f"{f.user}'s server (it answers {final.status})")
         return Diagnosis(
-            "wrong_target",
-            f"the proxy's route for {f.user} points where no server answers, so the proxy "
-            f"answers {final.status}",
+            "wrong_target", summary,
             [*repeat_evidence(w), f"CHP's route {f.server_path} points at {tgt}, where no "
-             f"Jupyter server answers{where}", f"final hop: {final.line()}"],
+             f"Jupyter server answers for {f.server_path}{where}", f"final hop: {final.line()}"],
             RESYNC_FIX + "; if it comes back, the server died: restart it",
             repairable=True)
     return None
@@ -448,6 +454,35 @@ def hub_unreachable(w: Walk | None, f: Facts) -> Diagnosis | None:
     return None
 
 
+def server_page_missing(w: Walk | None, f: Facts) -> Diagnosis | None:
+    """The user's own server answers 404 where the flow ends: most often the server's
+    default_url names a page the user environment does not provide (/tree without the
+    notebook package)."""
+    final = w.final if w is not None else None
+    if w is None or final is None or final.status != 404 or final.served_by != "server" \
+            or not path_of(final.url).startswith(f.user_prefix):
+        return None
+    ev = [f"final hop: {final.line()}"]
+    sent = [h for h in w.hops[:-1] if h.location and h.served_by == "server"
+            and normalize_url(h.location) == normalize_url(final.url)]
+    if sent:
+        ev.append(f"{f.user}'s server itself sent the browser there from "
+                  f"{path_of(sent[-1].url)} (its default_url)")
+    s = f.settings
+    if s is not None and s.spawner_default_url:
+        ev.append(f"c.Spawner.default_url = {s.spawner_default_url!r}"
+                  + (f" ({s.source})" if s.source else ""))
+    return Diagnosis(
+        "server_page_missing",
+        f"{f.user}'s server answers 404 Not Found for {path_of(final.url)}: it has no such "
+        "page",
+        ev,
+        "set c.Spawner.default_url to a page the user environment provides ('/lab' for "
+        "JupyterLab; '/tree' needs the notebook package), or install what provides it; "
+        "then restart the user's server",
+    )
+
+
 def _max_age_problem(f: Facts) -> str | None:
     """A cookie_max_age_days so short that the hub refuses its own login cookie at the next
     request (tornado compares the cookie's whole-second timestamp with now - max age)."""
@@ -511,7 +546,8 @@ def version_skew(w: Walk | None, f: Facts) -> Diagnosis | None:
 RULES: list[Rule] = [
     private_address, public_url_mismatch, prefix_outside_base, front_proxy,
     cookie_scope, hub_default_url_loop, missing_route, wrong_target,
-    self_redirect, oauth_cycle, hub_unreachable, session_refused, version_skew,
+    self_redirect, oauth_cycle, hub_unreachable, server_page_missing, session_refused,
+    version_skew,
 ]
 # The rules whose cause the effective JupyterHub config shows on its own (doctor).
 CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop,
