@@ -192,7 +192,8 @@ def chromium_outcome(drv: Any, user: str, timeout: float = 90) -> tuple[str, str
             except Exception:  # the page is being replaced
                 failed = False
             settle = 3.0 if failed else 60.0
-        elif f"/user/{user}/" in url and drv.title != "JupyterHub":  # not a hub error page
+        elif f"/user/{user}/" in url and drv.title != "JupyterHub" and drv.find_elements(
+                By.ID, "jupyter-config-data"):  # a JupyterLab page, still rendering
             settle = 20.0
         else:
             settle = 3.0
@@ -252,10 +253,11 @@ c.JupyterHub.spawner_class = _SlowForOne
 
 
 def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) -> None:
-    """healthy, missing_route, private_address, wrong_target, self_redirect,
-    hub_unreachable (spawn fails), version skew (healthy, and in a loop), the hub's
-    start_timeout and probe-spawn's own --timeout: causes that live in one user's route
-    or server."""
+    """healthy (also through /hub/user-redirect/), missing_route, private_address,
+    wrong_target (nothing there; another user's server there), self_redirect,
+    hub_unreachable (spawn fails), version skew (healthy, and in a loop), a default_url
+    the server does not have, the hub's start_timeout and probe-spawn's own --timeout:
+    causes that live in one user's route or server."""
     from .test_redirects import SELF_REDIRECTING_SERVER, SKEW_VERSION, skew_venv
 
     skew = skew_venv()
@@ -272,6 +274,8 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
         "        spawner.http_timeout = 8\n"
         "    if spawner.user.name == 'old':\n"
         f"        spawner.cmd = [{str(skew)!r}]\n"
+        "    if spawner.user.name == 'nopage':\n"
+        "        spawner.default_url = '/tree'\n"
         "    if spawner.user.name == 'slow':\n"
         "        spawner.start_timeout = 14\n"
         "c.Spawner.pre_spawn_hook = _per_user\n")
@@ -280,6 +284,11 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
     drv = browser
     # healthy: the baseline both must call good
     agree("healthy", chromium_login(drv, inst, "hana"), run_probe(inst, "hana"), "none")
+    # /hub/user-redirect/: the hub's link to "my own server, whoever I am"
+    drv.get(f"{inst.public}/hub/user-redirect/lab")
+    c = chromium_outcome(drv, "hana")
+    agree("user_redirect_link", c, run_probe(
+        inst, "hana", start=False, entry_url=f"{inst.public}/hub/user-redirect/lab"), "none")
     # missing_route: the proxy lost the route of a running server
     delete_route(inst, "hana")
     drv.get(f"{inst.public}/user/hana/lab")
@@ -324,6 +333,23 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
     assert any(f"X-JupyterHub-Version {SKEW_VERSION}" in e and "2 redirects" in e
                for e in v.evidence), v.evidence
     inst.api_call("POST", "proxy")
+    # wrong_target, another way: hana's route leads to old's (live) server
+    target = inst.routes()["/user/old"]["target"]
+    with httpx.Client(trust_env=False, timeout=5) as cl:
+        r = cl.post(f"{inst.api}/api/routes/user/hana",
+                    json={"target": target, "user": "hana", "server_name": "",
+                          "jupyterhub": True},
+                    headers={"Authorization": f"token {inst.secret('proxy_auth_token')}"})
+    assert r.status_code == 201
+    drv.get(f"{inst.public}/user/hana/lab")
+    c = chromium_outcome(drv, "hana")
+    agree("wrong_target_other_server", c, run_probe(inst, "hana", start=False),
+          "wrong_target")
+    inst.api_call("POST", "proxy")
+    # the server's default_url names a page the environment does not have (/tree needs
+    # the notebook package)
+    agree("server_page_missing", chromium_login(drv, inst, "nopage"),
+          run_probe(inst, "nopage"), "server_page_missing")
     # the hub's start_timeout: the browser's spawn-pending page turns red
     c = chromium_login(drv, inst, "slow")
     agree("spawn_timeout_hub", c, run_probe(inst, "slow", timeout_s=60), "spawn_timeout")

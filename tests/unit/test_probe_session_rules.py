@@ -61,6 +61,8 @@ def facts(**settings: object) -> Facts:
     ({"cookie_options": {"domain": "example.org"}}, "cookie_scope"),
     ({"public_url": "http://localhost:8000/"}, "public_url_mismatch"),
     ({"public_url": "http://127.0.0.1:8000/jhub/"}, "public_url_mismatch"),
+    ({"cookie_max_age_days": 0.0}, "session_refused"),
+    ({"cookie_max_age_days": 0.0001}, "session_refused"),
 ])
 def test_config_rules_name_the_cause(kw: dict[str, object], cause: str) -> None:
     ds = config_diagnoses(facts(**kw))
@@ -73,6 +75,7 @@ def test_config_rules_name_the_cause(kw: dict[str, object], cause: str) -> None:
     {"cookie_options": {"expires_days": 1}}, {"cookie_options": {"path": "/"}},
     {"cookie_options": {"secure": True}},  # loopback: browsers accept Secure over http
     {"public_url": PUB + "/"}, {"public_url": PUB},
+    {"cookie_max_age_days": 14.0}, {"cookie_max_age_days": 0.5},
 ])
 def test_config_rules_quiet_on_sound_settings(kw: dict[str, object]) -> None:
     assert config_diagnoses(facts(**kw)) == []
