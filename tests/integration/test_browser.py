@@ -1,7 +1,37 @@
-"""Issue 4 §4: a real browser (Debian's Chromium, headless, driven by Selenium through
-Debian's chromedriver) logs in through hubsvc, spawns, sees JupyterLab at /user/NAME/lab;
-then the route is removed behind hubsvc's back and the browser gets its page again once
-hubsvc's route watch repairs it. Screenshots go to test-output/<test>/ on failure."""
+"""A real browser (Debian's Chromium, headless, driven by Selenium through Debian's
+chromedriver) against real hubsvc (CHP 5.3.0 + JupyterHub 6.1.1).
+
+1. Logs in through hubsvc, spawns, sees JupyterLab at /user/NAME/lab; the route is removed
+   behind hubsvc's back and the browser gets its page again once the route is repaired.
+2. The equivalence suite: every cause in probe-spawn's corpus that can be reproduced for
+   real is opened in Chromium and walked by probe-spawn; both must end in the same class
+   (JupyterLab / a loop / stuck elsewhere), probe-spawn must name the expected cause, and a
+   loop verdict must come within 2 s of the first repeated hop. Per-user causes share one
+   hub (a pre_spawn_hook gives each user their fault); each hub-wide one has its own hub.
+
+Causes of the corpus NOT in the suite, and why (JupyterHub 6.1.1's source):
+- `oauth_cycle` (the fallback for an authorize <-> callback cycle): no standalone real
+  reproduction exists. The server restarts OAuth only when its own cookie yields no valid
+  token: the callback has just validated the token and cached the hub's answer for
+  cache_max_age (300 s) under the same session id (services/auth.py,
+  HubOAuthCallbackHandler.get -> user_for_token), and a logged-in user without access gets
+  403, not a redirect (singleuser/extension.py, JupyterHubIdentityProvider.get_user:
+  "avoids redirect loops for users who are logged in, but not allowed"). So every real
+  OAuth cycle is a cookie that was not stored or not sent, which `cookie_scope` names
+  first from the walk's own jar (cookie_path_hub_only below is such a cycle).
+- `session_refused` from a cookie secret or database replaced under the running hub: the
+  hub keeps the old secret in memory, so browsers log in and work; only the session
+  hubsvc makes from the new file is refused. A hubsvc-side state, not a browser outcome;
+  probe-spawn's verdict for it is checked in test_redirects.py. The browser-visible
+  session_refused (c.JupyterHub.cookie_max_age_days = 0) is in the suite.
+- `version_skew` as a cause of its own: 6.1.1 only logs a mismatch (_version.py,
+  _check_version) and gives up its /hub/user/ loop after 2 redirects instead of 4
+  (handlers/base.py, _redirect_to_user_server). The suite checks both for real with
+  jupyterhub-singleuser 5.5.4: JupyterLab loads (probe: healthy, with a skew warning), and
+  a lost route ends on the hub's loop page naming the versions (probe: missing_route with
+  the skew as evidence).
+
+Screenshots go to test-output/<test>/ on failure."""
 
 from __future__ import annotations
 
@@ -185,10 +215,11 @@ def chromium_outcome(drv: Any, user: str, timeout: float = 90) -> tuple[str, str
         # how long a page may stay put before it counts as where the browser ended:
         # spawn-pending waits for the spawn, JupyterLab needs a few seconds to render
         if "spawn-pending" in url or "/hub/spawn" in url:
-            # the page turns its progress bar red when the spawn failed
+            # the page turns its progress bar red when the spawn failed; a spawn that
+            # fails at once is the hub's error page
             try:
                 failed = drv.execute_script(
-                    "return !!document.querySelector('.progress-bar.bg-danger')")
+                    "return !!document.querySelector('.progress-bar.bg-danger, div.error')")
             except Exception:  # the page is being replaced
                 failed = False
             settle = 3.0 if failed else 60.0
@@ -274,6 +305,11 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
         "        spawner.http_timeout = 8\n"
         "    if spawner.user.name == 'old':\n"
         f"        spawner.cmd = [{str(skew)!r}]\n"
+        "    if spawner.user.name == 'crash':\n"
+        "        spawner.cmd = ['/nonexistent/jupyterhub-singleuser']\n"
+        "    if spawner.user.name == 'mute':\n"
+        "        spawner.cmd = ['/bin/sleep', '600']\n"
+        "        spawner.http_timeout = 5\n"
         "    if spawner.user.name == 'nopage':\n"
         "        spawner.default_url = '/tree'\n"
         "    if spawner.user.name == 'slow':\n"
@@ -350,6 +386,11 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
     # the notebook package)
     agree("server_page_missing", chromium_login(drv, inst, "nopage"),
           run_probe(inst, "nopage"), "server_page_missing")
+    # the server's command is missing / the server never listens: the spawn fails
+    agree("server_crashed", chromium_login(drv, inst, "crash"), run_probe(inst, "crash"),
+          "server_crashed")
+    agree("server_unresponsive", chromium_login(drv, inst, "mute"), run_probe(inst, "mute"),
+          "server_unresponsive")
     # the hub's start_timeout: the browser's spawn-pending page turns red
     c = chromium_login(drv, inst, "slow")
     agree("spawn_timeout_hub", c, run_probe(inst, "slow", timeout_s=60), "spawn_timeout")
@@ -432,7 +473,13 @@ def test_equivalence_front_proxy_strips_the_prefix(make_hubsvc: Any, browser: An
         drv.find_element(By.NAME, "password").send_keys("x")
         drv.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]"
                          ).click()
-        assert chromium_outcome(drv, "jo")[0] == "lab"
+        c = chromium_outcome(drv, "jo")
+        agree("base_url_prefix", c, run_probe(inst, "jo"), "none")
+        # a link without the prefix: the hub's default route puts it right
+        drv.get(f"{inst.public}/user/jo/lab")
+        c = chromium_outcome(drv, "jo")
+        agree("link_without_prefix", c, run_probe(
+            inst, "jo", start=False, entry_url=f"{inst.public}/user/jo/lab"), "none")
         entry = f"http://127.0.0.1:{front_port}/jhub/user/jo/"
         drv.get(entry)
         c = chromium_outcome(drv, "jo")
