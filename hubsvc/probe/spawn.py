@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -116,11 +115,23 @@ class HubAPI(hubapi.HubAPI):
         return "stopped", last
 
 
+def _create_marker(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
 async def _pause_for_tests(released: asyncio.Event) -> None:
     marker = os.environ.get(PAUSE_AFTER_MINT_ENV)
     if not marker:
         return
-    await asyncio.to_thread(Path(marker).write_text, f"{os.getpid()}\n")
+    # a new file only (O_EXCL, 0600): the variable can never make probe-spawn overwrite one
+    try:
+        await asyncio.to_thread(_create_marker, marker)
+    except OSError:
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(released.wait(), PAUSE_S)
 
