@@ -214,11 +214,14 @@ class Probe:
     def add_session(self, walker: Walker, w: Walk) -> None:
         """Put USER's hub login cookie in the jar as the hub sets it at login, through the
         jar's own rules (so cookie_options a browser would refuse are refused here too)."""
-        c = session.login_cookie(self.cfg, self.user)
         s = self.facts.settings
-        attrs = [f"Path={c.path}", "HttpOnly"]
+        host_prefix = bool(s and s.cookie_host_prefix)
+        c = session.login_cookie(self.cfg, self.user, host_prefix=host_prefix)
+        attrs = [f"Path={c.path}", "HttpOnly"] + (["Secure"] if c.secure else [])
         for k, v in ((s.cookie_options if s else {}) or {}).items():
             k = str(k).lower()
+            if host_prefix and k in ("path", "domain", "secure"):
+                continue  # the hub forces Path=/, Secure and no Domain on __Host- cookies
             if k == "path":
                 attrs[0] = f"Path={v}"
             elif k == "domain" and v:

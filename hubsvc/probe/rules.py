@@ -243,6 +243,25 @@ def _cookie_config_problem(f: Facts) -> str | None:
     return None
 
 
+def _host_prefix_problem(f: Facts) -> str | None:
+    """c.JupyterHub.cookie_host_prefix_enabled over http: JupyterHub 6.1.1's servers set
+    their `__Host-` OAuth state cookie Secure only when the public URL is https
+    (HubOAuth.set_state_cookie), and browsers refuse a `__Host-` cookie without Secure,
+    on a loopback address too (measured with Chromium: the callback answers 403)."""
+    s = f.settings
+    if s is None or not s.cookie_host_prefix or urlsplit(f.public_origin).scheme == "https":
+        return None
+    return ("c.JupyterHub.cookie_host_prefix_enabled = True" + (
+        f" ({s.source})" if s.source else "") + f", but the public URL is plain http "
+        f"({f.public_origin}): the servers' __Host- OAuth state cookie is set without "
+        "Secure, and browsers refuse it")
+
+
+HOST_PREFIX_FIX = ("c.JupyterHub.cookie_host_prefix_enabled needs the public URL to be "
+                   "https: serve hubsvc over https, or remove cookie_host_prefix_enabled from "
+                   "the JupyterHub config; then restart hubsvc and the users' servers")
+
+
 def ends_at_login(w: Walk, f: Facts) -> bool:
     """The walk ended on the hub's login form (a session the hub did not accept)."""
     last = w.final
@@ -252,6 +271,7 @@ def ends_at_login(w: Walk, f: Facts) -> bool:
 
 def _needed_here(name: str, path: str, f: Facts) -> bool:
     """The hub's login cookie matters on the hub's pages, a server's on the server's."""
+    name = name.removeprefix("__Host-")
     if name.startswith("jupyterhub-hub-login"):
         return path.startswith(f.public_base + "hub/")
     if name.startswith("jupyterhub-user-"):
@@ -262,7 +282,9 @@ def _needed_here(name: str, path: str, f: Facts) -> bool:
 def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
     """A login cookie (the hub's, or a server's after the OAuth callback) that the browser
     refuses to store or does not send back where it is needed."""
-    conf = _cookie_config_problem(f)
+    prefix_conf = _host_prefix_problem(f)
+    conf = _cookie_config_problem(f) or prefix_conf
+    host_prefix = conf is not None and conf == prefix_conf
     ev: list[str] = []
     if w is not None:
         if w.ended == "ok" and w.final is not None and (w.final.status or 0) < 400 \
@@ -271,6 +293,7 @@ def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
         for i, h in enumerate(w.hops):
             for rej in h.cookies_rejected:
                 ev.append(f"hop {i} ({path_of(h.url)}): the browser refuses cookie {rej}")
+                host_prefix = host_prefix or (rej.startswith("__Host-") and conf is None)
             for ns in h.cookies_not_sent:
                 if _needed_here(ns.split(" ")[0], path_of(h.url), f):
                     ev.append(f"hop {i} ({path_of(h.url)}): not sent: {ns}")
@@ -286,6 +309,7 @@ def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
         "a login cookie is refused by the browser or not sent back where it is needed, so "
         "the hub or the user's server never sees the login and starts it again",
         ev,
+        HOST_PREFIX_FIX if host_prefix else
         "remove path, domain and secure from c.JupyterHub.tornado_settings['cookie_options'] "
         "(JupyterHub scopes each cookie itself); set secure only when users reach the hub "
         "over https; then restart hubsvc and the users' servers",
@@ -504,8 +528,8 @@ def session_refused(w: Walk | None, f: Facts) -> Diagnosis | None:
     if w is not None:
         if not ends_at_login(w, f):
             return None
-        if not any(h.cookies_sent and "jupyterhub-hub-login" in h.cookies_sent
-                   for h in w.hops):
+        if not any(n.removeprefix("__Host-") == "jupyterhub-hub-login"
+                   for h in w.hops for n in h.cookies_sent):
             return None
         ev = [f"final hop: {w.final.line()}"]  # type: ignore[union-attr]
     elif conf is None:

@@ -412,6 +412,9 @@ HUB_CONFIG_CASES = {
     # context), so does the probe's jar; nothing loops
     "secure_cookies_on_loopback": 'c.JupyterHub.tornado_settings = {"cookie_options": '
                                   '{"secure": True}}\n',
+    # __Host- cookies over http: the servers' OAuth state cookie is set without Secure
+    # (6.1.1 decides by the public URL's scheme) and refused, on a loopback address too
+    "cookie_host_prefix_over_http": "c.JupyterHub.cookie_host_prefix_enabled = True\n",
     # the hub refuses its own login cookie at the next request (tornado's max_age_days)
     "cookie_max_age_zero": "c.JupyterHub.cookie_max_age_days = 0\n",
 }
@@ -420,6 +423,7 @@ HUB_CONFIG_CAUSE = {"hub_default_url_loop": "hub_default_url_loop",
                     "cookie_domain_elsewhere": "cookie_scope",
                     "public_url_other_host": "public_url_mismatch",
                     "secure_cookies_on_loopback": "none",
+                    "cookie_host_prefix_over_http": "cookie_scope",
                     "cookie_max_age_zero": "session_refused"}
 
 
@@ -433,7 +437,11 @@ def test_equivalence_hub_config_causes(make_hubsvc: Any, browser: Any, case: str
     # ever creating one)
     assert inst.api_call("POST", "users/ivy").status_code in (201, 409)
     c = chromium_login(browser, inst, "ivy")
-    agree(case, c, run_probe(inst, "ivy"), HUB_CONFIG_CAUSE[case])
+    v = run_probe(inst, "ivy")
+    agree(case, c, v, HUB_CONFIG_CAUSE[case])
+    if case == "cookie_host_prefix_over_http":
+        assert "cookie_host_prefix_enabled" in v.fix and any(
+            "__Host-" in e for e in v.evidence), v.render_text()
 
 
 def test_equivalence_front_proxy_strips_the_prefix(make_hubsvc: Any, browser: Any) -> None:
