@@ -302,7 +302,7 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
         f"        spawner.cmd = [_sys.executable, {str(script)!r}]\n"
         "    if spawner.user.name == 'lost':\n"
         "        spawner.hub_connect_url = 'http://127.0.0.1:9'\n"
-        "        spawner.http_timeout = 8\n"
+        "        spawner.http_timeout = 5\n"
         "    if spawner.user.name == 'old':\n"
         f"        spawner.cmd = [{str(skew)!r}]\n"
         "    if spawner.user.name == 'crash':\n"
@@ -313,7 +313,7 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
         "    if spawner.user.name == 'nopage':\n"
         "        spawner.default_url = '/tree'\n"
         "    if spawner.user.name == 'slow':\n"
-        "        spawner.start_timeout = 14\n"
+        "        spawner.start_timeout = 6\n"
         "c.Spawner.pre_spawn_hook = _per_user\n")
     inst.write_config()
     inst.start()
@@ -396,7 +396,7 @@ def test_equivalence_per_user_causes_on_one_hub(make_hubsvc: Any, browser: Any) 
     agree("spawn_timeout_hub", c, run_probe(inst, "slow", timeout_s=60), "spawn_timeout")
     # probe-spawn's own --timeout ends first: the browser is still waiting on the same
     # spawn-pending page (the red page above is where it ends)
-    v = run_probe(inst, "slow", timeout_s=5)
+    v = run_probe(inst, "slow", timeout_s=3)
     agree("spawn_timeout_probe", c, v, "spawn_timeout")
     assert v.outcome == "spawn_timeout", v.render_text()
 
