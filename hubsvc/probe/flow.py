@@ -28,7 +28,7 @@ from .cookies import CookieJar
 from .evidence import gather_facts, watch_server_env
 from .model import Facts, ProbeUsageError, Verdict, Walk
 from .rules import classify_spawn_failure, config_diagnoses, diagnose
-from .spawn import HubAPI, api_message
+from .spawn import HubAPI, ProbeToken, api_message, to_the_end
 from .urls import origin_of, path_of
 from .walker import Walker
 
@@ -214,11 +214,14 @@ class Probe:
     def add_session(self, walker: Walker, w: Walk) -> None:
         """Put USER's hub login cookie in the jar as the hub sets it at login, through the
         jar's own rules (so cookie_options a browser would refuse are refused here too)."""
-        c = session.login_cookie(self.cfg, self.user)
         s = self.facts.settings
-        attrs = [f"Path={c.path}", "HttpOnly"]
+        host_prefix = bool(s and s.cookie_host_prefix)
+        c = session.login_cookie(self.cfg, self.user, host_prefix=host_prefix)
+        attrs = [f"Path={c.path}", "HttpOnly"] + (["Secure"] if c.secure else [])
         for k, v in ((s.cookie_options if s else {}) or {}).items():
             k = str(k).lower()
+            if host_prefix and k in ("path", "domain", "secure"):
+                continue  # the hub forces Path=/, Secure and no Domain on __Host- cookies
             if k == "path":
                 attrs[0] = f"Path={v}"
             elif k == "domain" and v:
@@ -435,15 +438,15 @@ async def probe_spawn(
                     return failed
         await p.note_server()
         token: str | None = None
-        token_id: str | None = None
+        lease = ProbeToken(hub, user, int(timeout_s) + 60) if mode == "token" else None
         try:
-            if mode == "token":
-                token, token_id = await hub.mint_token(user, int(timeout_s) + 60)
+            if lease is not None:
+                token = await lease.mint()
             verdict = await p.judge(mode, entry_url, password, token, repair)
         finally:
-            if token_id is not None:
-                # shielded: a Ctrl-C or SIGTERM that cancels the probe still deletes it
-                await asyncio.shield(hub.delete_token(user, token_id))
+            if lease is not None:
+                # also when a Ctrl-C or SIGTERM cancelled the probe, during the mint too
+                await to_the_end(lease.revoke())
         if why:
             verdict.warnings.append(f"the JupyterHub config could not be read ({why}); "
                                     "config-visible causes were not checked")

@@ -98,6 +98,7 @@ class FlowSettings:
     spawner_default_url: str | None = None  # c.Spawner.default_url
     redirect_to_server: bool = True
     cookie_host_prefix: bool = False  # c.JupyterHub.cookie_host_prefix_enabled
+    cookie_max_age_days: float | None = None  # c.JupyterHub.cookie_max_age_days, if set
     source: str = ""  # the file they came from
 
 

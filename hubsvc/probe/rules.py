@@ -243,6 +243,25 @@ def _cookie_config_problem(f: Facts) -> str | None:
     return None
 
 
+def _host_prefix_problem(f: Facts) -> str | None:
+    """c.JupyterHub.cookie_host_prefix_enabled over http: JupyterHub 6.1.1's servers set
+    their `__Host-` OAuth state cookie Secure only when the public URL is https
+    (HubOAuth.set_state_cookie), and browsers refuse a `__Host-` cookie without Secure,
+    on a loopback address too (measured with Chromium: the callback answers 403)."""
+    s = f.settings
+    if s is None or not s.cookie_host_prefix or urlsplit(f.public_origin).scheme == "https":
+        return None
+    return ("c.JupyterHub.cookie_host_prefix_enabled = True" + (
+        f" ({s.source})" if s.source else "") + f", but the public URL is plain http "
+        f"({f.public_origin}): the servers' __Host- OAuth state cookie is set without "
+        "Secure, and browsers refuse it")
+
+
+HOST_PREFIX_FIX = ("c.JupyterHub.cookie_host_prefix_enabled needs the public URL to be "
+                   "https: serve hubsvc over https, or remove cookie_host_prefix_enabled from "
+                   "the JupyterHub config; then restart hubsvc and the users' servers")
+
+
 def ends_at_login(w: Walk, f: Facts) -> bool:
     """The walk ended on the hub's login form (a session the hub did not accept)."""
     last = w.final
@@ -252,6 +271,7 @@ def ends_at_login(w: Walk, f: Facts) -> bool:
 
 def _needed_here(name: str, path: str, f: Facts) -> bool:
     """The hub's login cookie matters on the hub's pages, a server's on the server's."""
+    name = name.removeprefix("__Host-")
     if name.startswith("jupyterhub-hub-login"):
         return path.startswith(f.public_base + "hub/")
     if name.startswith("jupyterhub-user-"):
@@ -262,7 +282,9 @@ def _needed_here(name: str, path: str, f: Facts) -> bool:
 def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
     """A login cookie (the hub's, or a server's after the OAuth callback) that the browser
     refuses to store or does not send back where it is needed."""
-    conf = _cookie_config_problem(f)
+    prefix_conf = _host_prefix_problem(f)
+    conf = _cookie_config_problem(f) or prefix_conf
+    host_prefix = conf is not None and conf == prefix_conf
     ev: list[str] = []
     if w is not None:
         if w.ended == "ok" and w.final is not None and (w.final.status or 0) < 400 \
@@ -271,6 +293,7 @@ def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
         for i, h in enumerate(w.hops):
             for rej in h.cookies_rejected:
                 ev.append(f"hop {i} ({path_of(h.url)}): the browser refuses cookie {rej}")
+                host_prefix = host_prefix or (rej.startswith("__Host-") and conf is None)
             for ns in h.cookies_not_sent:
                 if _needed_here(ns.split(" ")[0], path_of(h.url), f):
                     ev.append(f"hop {i} ({path_of(h.url)}): not sent: {ns}")
@@ -286,6 +309,7 @@ def cookie_scope(w: Walk | None, f: Facts) -> Diagnosis | None:
         "a login cookie is refused by the browser or not sent back where it is needed, so "
         "the hub or the user's server never sees the login and starts it again",
         ev,
+        HOST_PREFIX_FIX if host_prefix else
         "remove path, domain and secure from c.JupyterHub.tornado_settings['cookie_options'] "
         "(JupyterHub scopes each cookie itself); set secure only when users reach the hub "
         "over https; then restart hubsvc and the users' servers",
@@ -353,31 +377,24 @@ def wrong_target(w: Walk | None, f: Facts) -> Diagnosis | None:
             [*_fell_evidence(w, f, fell[0]), f"CHP's route {f.server_path} {why}"],
             RESYNC_FIX, repairable=True)
     final = w.final
-    if (final is not None and final.status in (502, 503, 504) and f.target_answers is False
+    if (final is not None and (final.status or 0) >= 400 and f.target_answers is False
             and path_of(final.url).startswith(f.user_prefix)):
         where = f"; the server listens at {origin_of(f.server_url)}" if f.server_url else ""
+        if final.status in (502, 503, 504):
+            summary = (f"the proxy's route for {f.user} points where no server answers, so "
+                       f"the proxy answers {final.status}")
+        else:
+            # something answers there, but not as USER's server: another user's server, or
+            # another program that took the port
+            summary = (f"the proxy's route for {f.user} leads to something that is not "
+                       f"{f.user}'s server (it answers {final.status})")
         return Diagnosis(
-            "wrong_target",
-            f"the proxy's route for {f.user} points where no server answers, so the proxy "
-            f"answers {final.status}",
+            "wrong_target", summary,
             [*repeat_evidence(w), f"CHP's route {f.server_path} points at {tgt}, where no "
-             f"Jupyter server answers{where}", f"final hop: {final.line()}"],
+             f"Jupyter server answers for {f.server_path}{where}", f"final hop: {final.line()}"],
             RESYNC_FIX + "; if it comes back, the server died: restart it",
             repairable=True)
     return None
-
-
-def version_skew(w: Walk | None, f: Facts) -> Diagnosis | None:
-    if w is None or not _skew(f):
-        return None
-    return Diagnosis(
-        "version_skew",
-        "jupyterhub-singleuser in the server's environment is another version than the hub; "
-        "the server does not accept the hub's login",
-        [*repeat_evidence(w), _skew_line(f)],
-        f"install jupyterhub=={f.hub_version} in the user environment (the one that provides "
-        "jupyterhub-singleuser), then restart the user's server",
-    )
 
 
 def _server_self_default(f: Facts) -> str | None:
@@ -461,28 +478,104 @@ def hub_unreachable(w: Walk | None, f: Facts) -> Diagnosis | None:
     return None
 
 
+def server_page_missing(w: Walk | None, f: Facts) -> Diagnosis | None:
+    """The user's own server answers 404 where the flow ends: most often the server's
+    default_url names a page the user environment does not provide (/tree without the
+    notebook package)."""
+    final = w.final if w is not None else None
+    if w is None or final is None or final.status != 404 or final.served_by != "server" \
+            or not path_of(final.url).startswith(f.user_prefix):
+        return None
+    ev = [f"final hop: {final.line()}"]
+    sent = [h for h in w.hops[:-1] if h.location and h.served_by == "server"
+            and normalize_url(h.location) == normalize_url(final.url)]
+    if sent:
+        ev.append(f"{f.user}'s server itself sent the browser there from "
+                  f"{path_of(sent[-1].url)} (its default_url)")
+    s = f.settings
+    if s is not None and s.spawner_default_url:
+        ev.append(f"c.Spawner.default_url = {s.spawner_default_url!r}"
+                  + (f" ({s.source})" if s.source else ""))
+    return Diagnosis(
+        "server_page_missing",
+        f"{f.user}'s server answers 404 Not Found for {path_of(final.url)}: it has no such "
+        "page",
+        ev,
+        "set c.Spawner.default_url to a page the user environment provides ('/lab' for "
+        "JupyterLab; '/tree' needs the notebook package), or install what provides it; "
+        "then restart the user's server",
+    )
+
+
+def _max_age_problem(f: Facts) -> str | None:
+    """A cookie_max_age_days so short that the hub refuses its own login cookie at the next
+    request (tornado compares the cookie's whole-second timestamp with now - max age)."""
+    s = f.settings
+    days = s.cookie_max_age_days if s else None
+    if days is None or days * 86400 >= 60:
+        return None
+    return (f"c.JupyterHub.cookie_max_age_days = {days!r}"
+            + (f" ({s.source})" if s and s.source else "")
+            + f": the hub refuses a login cookie older than {max(days, 0) * 86400:.0f} s, so "
+            "every login is forgotten by the next page")
+
+
 def session_refused(w: Walk | None, f: Facts) -> Diagnosis | None:
-    """A walk that holds a login session and still ends on the login form."""
-    if w is None or not ends_at_login(w, f):
+    """A walk that holds a login session and still ends on the login form (also seen in
+    the config alone: a cookie_max_age_days the hub's own cookies do not survive)."""
+    conf = _max_age_problem(f)
+    ev: list[str] = []
+    if w is not None:
+        if not ends_at_login(w, f):
+            return None
+        if not any(n.removeprefix("__Host-") == "jupyterhub-hub-login"
+                   for h in w.hops for n in h.cookies_sent):
+            return None
+        ev = [f"final hop: {w.final.line()}"]  # type: ignore[union-attr]
+    elif conf is None:
         return None
-    if not any(h.cookies_sent and "jupyterhub-hub-login" in h.cookies_sent for h in w.hops):
-        return None
+    if conf:
+        ev.append(conf)
+        fix = ("remove c.JupyterHub.cookie_max_age_days from the JupyterHub config (the "
+               "default is 14 days) or set it to whole days; then restart hubsvc")
+    else:
+        fix = ("check the hub's log for 'Invalid or expired cookie token': the cookie secret "
+               "or the database changed under the running hub; restart hubsvc")
     return Diagnosis(
         "session_refused",
-        "the hub shows the login form to a browser that holds a valid login cookie",
-        [f"final hop: {w.final.line()}"],
-        "check the hub's log for 'Invalid or expired cookie token': the cookie secret or the "
-        "database changed under the running hub; restart hubsvc",
+        "the hub shows the login form to a browser that holds its login cookie: it refuses "
+        "the cookie it set itself",
+        ev, fix,
+    )
+
+
+def version_skew(w: Walk | None, f: Facts) -> Diagnosis | None:
+    """The last resort: JupyterHub 6.1.1 only logs a version mismatch (_check_version) and
+    gives up its /hub/user/ loop after 2 redirects instead of 4; a skew alone does not
+    break a flow, so it is named only when nothing more specific explains the walk."""
+    if w is None or not _skew(f):
+        return None
+    return Diagnosis(
+        "version_skew",
+        "nothing more specific explains this walk, and jupyterhub-singleuser in the server's "
+        "environment is another version than the hub (JupyterHub only warns about it, and "
+        "gives up a redirect loop after 2 redirects instead of 4)",
+        [*repeat_evidence(w), _skew_line(f)],
+        f"install jupyterhub=={f.hub_version} in the user environment (the one that provides "
+        "jupyterhub-singleuser), then restart the user's server; if the problem stays, read "
+        "the chain above",
     )
 
 
 RULES: list[Rule] = [
     private_address, public_url_mismatch, prefix_outside_base, front_proxy,
-    cookie_scope, hub_default_url_loop, missing_route, wrong_target, version_skew,
-    self_redirect, oauth_cycle, hub_unreachable, session_refused,
+    cookie_scope, hub_default_url_loop, missing_route, wrong_target,
+    self_redirect, oauth_cycle, hub_unreachable, server_page_missing, session_refused,
+    version_skew,
 ]
 # The rules whose cause the effective JupyterHub config shows on its own (doctor).
-CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop]
+CONFIG_RULES: list[Rule] = [public_url_mismatch, cookie_scope, hub_default_url_loop,
+                            session_refused]
 
 
 def diagnose(w: Walk, f: Facts) -> Diagnosis:
@@ -505,6 +598,13 @@ def config_diagnoses(f: Facts) -> list[Diagnosis]:
 
 
 _SPAWN_RULES: list[tuple[re.Pattern[str], str, str]] = [
+    # JupyterHub 6.1.1's progress API says "Spawn failed: {exception}"; the spawner not
+    # finishing within c.Spawner.start_timeout is a TimeoutError without a message
+    (re.compile(r"^\s*Spawn failed:\s*$"),
+     "spawn_timeout",
+     "the spawner did not finish starting within c.Spawner.start_timeout (the hub's log "
+     "says 'failed to start in N seconds, giving up'): raise c.Spawner.start_timeout, or "
+     "find out why the spawner is slow"),
     (re.compile(r"Failed to connect to my Hub|hub_connect_url|JUPYTERHUB_API_URL", re.I),
      "hub_unreachable",
      "make the hub's API reachable from the server: set c.JupyterHub.hub_connect_url "

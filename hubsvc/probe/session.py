@@ -57,10 +57,15 @@ def cookie_id(cfg: Config, user: str) -> str:
     return str(row[0])
 
 
-def login_cookie(cfg: Config, user: str) -> Cookie:
+def login_cookie(cfg: Config, user: str, host_prefix: bool = False) -> Cookie:
     """The hub's login cookie for USER as the hub itself sets it after a login: host-only
-    on the public URL's host, Path = the hub's base URL."""
-    value = create_signed_value(cookie_secret(cfg), HUB_LOGIN_COOKIE, cookie_id(cfg, user))
+    on the public URL's host, Path = the hub's base URL. With
+    c.JupyterHub.cookie_host_prefix_enabled the hub names it `__Host-jupyterhub-hub-login`
+    and sets it Secure on Path=/ (app.py, handlers/base.py _set_cookie); tornado signs the
+    value with the name, so the name must be the hub's."""
+    name = ("__Host-" if host_prefix else "") + HUB_LOGIN_COOKIE
+    value = create_signed_value(cookie_secret(cfg), name, cookie_id(cfg, user))
     pub = cfg.public.connect_origin
-    return Cookie(HUB_LOGIN_COOKIE, value.decode(), host_of(pub), True,
-                  cfg.public.path + "hub/", http_only=True, origin=origin_of(pub))
+    return Cookie(name, value.decode(), host_of(pub), True,
+                  "/" if host_prefix else cfg.public.path + "hub/", secure=host_prefix,
+                  http_only=True, origin=origin_of(pub))

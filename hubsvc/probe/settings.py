@@ -43,6 +43,8 @@ out = {
     "spawner_default_url": sdu if isinstance(sdu, str) else None,
     "redirect_to_server": bool(get(jh, "redirect_to_server", True)),
     "cookie_host_prefix": bool(get(jh, "cookie_host_prefix_enabled", False)),
+    "cookie_max_age_days": float(ma) if isinstance(
+        ma := get(jh, "cookie_max_age_days", None), (int, float)) else None,
 }
 print("\n" + json.dumps(out))
 '''

@@ -83,18 +83,24 @@ def create_user(inst: Instance, user: str) -> None:
 
 
 def skew_venv() -> Path:
-    """A second environment with jupyterhub-singleuser SKEW_VERSION, made once and cached
-    outside the repository (pip from the package registry)."""
+    """A second environment with jupyterhub-singleuser SKEW_VERSION (and this checkout's
+    JupyterLab, so a browser can load it), made once and cached outside the repository
+    (pip from the package registry)."""
+    from importlib.metadata import version
+
     venv = CACHE / f"jupyterhub-{SKEW_VERSION}"
-    done = venv / ".complete"
+    pkgs = [f"jupyterhub=={SKEW_VERSION}", "jupyter_server",
+            f"jupyterlab=={version('jupyterlab')}"]
+    done = venv / (".complete-" + "-".join(p.replace("=", "") for p in pkgs[2:]))
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
-                            f"jupyterhub=={SKEW_VERSION}", "jupyter_server"],
-                           check=True, timeout=600)
+            if not (venv / "bin" / "pip").exists():
+                subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)],
+                               check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *pkgs],
+                           check=True, timeout=900)
             done.touch()
     return venv / "bin" / "jupyterhub-singleuser"
 
@@ -634,7 +640,7 @@ class Recorder:
 
 def probe_tokens(inst: Instance, user: str) -> list[dict[str, Any]]:
     toks = inst.api_call("GET", f"users/{user}/tokens").json().get("api_tokens", [])
-    return [t for t in toks if t.get("note") == "hubsvc probe-spawn"]
+    return [t for t in toks if str(t.get("note")).startswith("hubsvc probe-spawn")]
 
 
 def test_credentials_never_leave_the_public_origin_and_token_is_narrow(
@@ -697,32 +703,56 @@ def test_credentials_never_leave_the_public_origin_and_token_is_narrow(
     assert "restart hubsvc" in v.fix
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_token_deleted_when_the_probe_is_interrupted(quiet_hubsvc: Instance, sig: str) -> None:
+def test_token_deleted_whenever_the_probe_is_interrupted(quiet_hubsvc: Instance,
+                                                        tmp_path: Path) -> None:
+    """SIGTERM and SIGINT while the walk hangs, and SIGINT in the moment the hub has made
+    the token but probe-spawn has not yet read its id: no probe token is left behind."""
     import signal
+
+    from hubsvc.probe.spawn import PAUSE_AFTER_MINT_ENV
 
     inst = quiet_hubsvc
     start_server(inst, "sam")
     rec = Recorder(hang=True)  # a page on the public origin that never answers
+    exe = Path(sys.executable).parent / "hubsvc"
+    argv = [str(exe), "probe-spawn", "--config", str(inst.config), "--user", "sam",
+            "--token-walk", "--url", f"{inst.public}/hang/"]
     try:
         with httpx.Client(trust_env=False, timeout=5) as c:
             r = c.post(f"{inst.api}/api/routes/hang",
                        json={"target": f"http://127.0.0.1:{rec.port}"},
                        headers={"Authorization": f"token {inst.secret('proxy_auth_token')}"})
         assert r.status_code == 201
-        exe = Path(sys.executable).parent / "hubsvc"
-        p = subprocess.Popen([str(exe), "probe-spawn", "--config", str(inst.config), "--user",
-                              "sam", "--token-walk", "--url", f"{inst.public}/hang/"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (probe_tokens(inst, "sam") and rec.seen):
-            time.sleep(0.1)
-        assert probe_tokens(inst, "sam") and rec.seen, "the probe never minted its token"
-        assert "authorization" not in rec.seen[0]  # /hang is not the user's server path
-        p.send_signal(getattr(signal, sig))
-        out, err = p.communicate(timeout=20)
-        assert p.returncode == 130, (p.returncode, out, err)
-        assert "interrupted" in err
-        assert not probe_tokens(inst, "sam")
+        for n, (sig, moment) in enumerate([("SIGTERM", "walk"), ("SIGINT", "walk"),
+                                           ("SIGINT", "mint")]):
+            marker = tmp_path / f"minted-{n}"
+            env = dict(os.environ)
+            if moment == "mint":
+                env[PAUSE_AFTER_MINT_ENV] = str(marker)
+            seen_before = len(rec.seen)
+            p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and p.poll() is None and not (
+                        marker.exists() if moment == "mint" else
+                        probe_tokens(inst, "sam") and len(rec.seen) > seen_before):
+                    time.sleep(0.1)
+                assert p.poll() is None, p.communicate()
+                # the hub has made the token: the moment is real
+                assert probe_tokens(inst, "sam"), f"{sig} {moment}: no token was minted"
+                if moment == "walk":
+                    assert "authorization" not in rec.seen[-1]  # /hang is not the server
+                else:
+                    assert len(rec.seen) == seen_before  # the walk has not begun
+                p.send_signal(getattr(signal, sig))
+                out, err = p.communicate(timeout=30)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+            assert p.returncode == 130, (sig, moment, p.returncode, out, err)
+            assert "interrupted" in err
+            assert not probe_tokens(inst, "sam"), (sig, moment)
     finally:
         rec.close()

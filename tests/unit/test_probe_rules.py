@@ -108,6 +108,9 @@ def test_spawn_failure_classes():
         "Spawn failed: Server at http://127.0.0.1:1/user/a/api didn't respond in 30 seconds"
     )[0] == "server_unresponsive"
     assert classify_spawn_failure("Failed to connect to my Hub at x")[0] == "hub_unreachable"
+    # the hub's start_timeout: a TimeoutError, whose message is empty
+    assert classify_spawn_failure("Spawn failed: ")[0] == "spawn_timeout"
+    assert classify_spawn_failure("Spawn failed: boom")[0] == "unknown"
 
 
 def test_exit_codes_and_json():
@@ -171,3 +174,25 @@ def test_dead_route_target_503_is_wrong_target():
                           server_url="http://127.0.0.1:5555/user/alice/"))
     assert d.cause == "wrong_target" and d.repairable
     assert any("listens at http://127.0.0.1:5555" in e for e in d.evidence)
+
+
+def test_route_to_another_users_server_is_wrong_target():
+    routes = table({"/": {"target": HUB, "hub": True},
+                    "/user/alice": {"target": "http://127.0.0.1:6666", "user": "alice"}})
+    w = Walk([Hop("GET", f"{PUB}/user/alice/lab", 404, None, served_by="server")], "ok")
+    d = diagnose(w, facts(routes=routes, hub_target=HUB, target_answers=False,
+                          server_url="http://127.0.0.1:5555/user/alice/"))
+    assert d.cause == "wrong_target" and "not alice's server" in d.summary
+    assert any("127.0.0.1:5555" in e for e in d.evidence)
+
+
+def test_server_page_missing_names_the_default_url_hop():
+    routes = table({"/": {"target": HUB, "hub": True},
+                    "/user/alice": {"target": "http://127.0.0.1:5555", "user": "alice"}})
+    w = Walk([Hop("GET", f"{PUB}/user/alice/", 302, f"{PUB}/user/alice/tree",
+                  served_by="server"),
+              Hop("GET", f"{PUB}/user/alice/tree", 404, None, served_by="server")], "ok")
+    d = diagnose(w, facts(routes=routes, hub_target=HUB, target_answers=True,
+                          server_url="http://127.0.0.1:5555/user/alice/"))
+    assert d.cause == "server_page_missing" and "/user/alice/tree" in d.summary
+    assert any("default_url" in e for e in d.evidence) and "/lab" in d.fix

@@ -41,6 +41,11 @@ def test_login_cookie_is_the_hubs_signed_cookie_id(tmp_path: Path) -> None:
         "jupyterhub-hub-login", "/jhub/hub/", "127.0.0.1", True)
     with pytest.raises(ProbeUsageError, match="no user 'bob'"):
         session.login_cookie(cfg, "bob")
+    # c.JupyterHub.cookie_host_prefix_enabled: another name (signed with it), Path=/, Secure
+    h = session.login_cookie(cfg, "ann", host_prefix=True)
+    assert decode_signed_value(secret, "__Host-jupyterhub-hub-login", h.value) == b"c00k1e"
+    assert decode_signed_value(secret, "jupyterhub-hub-login", h.value) is None
+    assert (h.name, h.path, h.secure) == ("__Host-jupyterhub-hub-login", "/", True)
 
 
 def test_token_scope_is_one_server() -> None:
@@ -61,6 +66,9 @@ def facts(**settings: object) -> Facts:
     ({"cookie_options": {"domain": "example.org"}}, "cookie_scope"),
     ({"public_url": "http://localhost:8000/"}, "public_url_mismatch"),
     ({"public_url": "http://127.0.0.1:8000/jhub/"}, "public_url_mismatch"),
+    ({"cookie_host_prefix": True}, "cookie_scope"),
+    ({"cookie_max_age_days": 0.0}, "session_refused"),
+    ({"cookie_max_age_days": 0.0001}, "session_refused"),
 ])
 def test_config_rules_name_the_cause(kw: dict[str, object], cause: str) -> None:
     ds = config_diagnoses(facts(**kw))
@@ -73,6 +81,7 @@ def test_config_rules_name_the_cause(kw: dict[str, object], cause: str) -> None:
     {"cookie_options": {"expires_days": 1}}, {"cookie_options": {"path": "/"}},
     {"cookie_options": {"secure": True}},  # loopback: browsers accept Secure over http
     {"public_url": PUB + "/"}, {"public_url": PUB},
+    {"cookie_max_age_days": 14.0}, {"cookie_max_age_days": 0.5},
 ])
 def test_config_rules_quiet_on_sound_settings(kw: dict[str, object]) -> None:
     assert config_diagnoses(facts(**kw)) == []
