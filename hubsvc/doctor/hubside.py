@@ -13,15 +13,17 @@ JSON object with what the doctor, the reload check and the Slurm checks need:
 Only the standard library, traitlets and JupyterHub are imported here.
 """
 
-import json
-import os
+import os  # os and sys are loaded before any script runs: nothing can shadow them
 import sys
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Python puts the script's folder first on sys.path; hubsvc's modules there (jupyterhub.py,
-# systemd.py …) must not shadow the packages the admin's config imports.
+# systemd.py, http.py …) must not shadow what this probe or the admin's config imports,
+# so the folder goes before anything else is imported.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+import json  # noqa: E402
+import traceback  # noqa: E402
 
 BATCH_KEYS = ("cmd", "batchspawner_singleuser_cmd", "req_prologue", "exec_prefix", "ip",
               "req_srun", "start_timeout")

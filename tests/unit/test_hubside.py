@@ -5,6 +5,7 @@ one way hubsvc starts it)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,17 @@ def test_reload_refuses_an_admin_file_the_hub_cannot_load(tmp_path: Path) -> Non
     assert p is not None and p.field == "hub.config_file"
     assert p.message.startswith(f"{tmp_path / 'jupyterhub_config.py'}:3: NameError")
     assert "the running hub keeps the previous one" in p.fix
+
+
+def test_files_next_to_the_probe_do_not_shadow_what_it_imports(tmp_path: Path) -> None:
+    """Python puts the script's folder first on sys.path: a module there named like one the
+    probe imports (json, traceback, …) must not be the one it gets."""
+    shutil.copy(hubprobe.SCRIPT, tmp_path / "hubside.py")
+    for name in ("json", "traceback", "importlib", "traitlets", "jupyterhub"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('shadowed: ' + __name__)\n")
+    r = subprocess.run([str(PY), str(tmp_path / "hubside.py"),
+                        json.dumps({"config_file": "", "owned": []})],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["error"] is None and out["version"].startswith("6.")
