@@ -295,3 +295,26 @@ def test_user_names_from_the_hub_database(tmp_path: Path) -> None:
     assert sorted(hubdb.user_names(tmp_path)) == ["ann", "bo"]
     (tmp_path / hubdb.FILE).write_bytes(b"not a database")
     assert hubdb.user_names(tmp_path) == []
+
+
+@pytest.mark.parametrize("line", ["#!/nonexistent/env/bin/python3", "#!/usr/bin/env nopython9"])
+def test_hub_script_whose_interpreter_is_gone_blocks_the_start(tmp_path: Path, line: str) -> None:
+    """A jupyterhub script left behind by a removed or moved virtualenv: `hubsvc run`
+    refuses it (78) instead of starting the proxy and burning the hub's restart budget."""
+    from hubsvc import preflight
+    from hubsvc.doctor.quick import preflight_findings
+
+    script = tmp_path / "bin" / "jupyterhub"
+    script.parent.mkdir()
+    script.write_text(line + "\nprint('hub')\n")
+    script.chmod(0o755)
+    cfg = _cfg(tmp_path, hub={"command": str(script)})
+    (tmp_path / "hubsvc.toml").write_text("")
+    got = {f.id: f for f in finding.blocking(preflight_findings(cfg))}
+    f = got["hub.python"]
+    assert line[2:].split()[-1] in f.what and str(script) in f.evidence
+    assert "hub.command" in f.fix
+    assert "hub.python" in [p.field for p in preflight.static_problems(cfg)]
+    # a healthy hub command adds no finding of that id
+    healthy = _cfg(tmp_path, hub={"command": str(Path(sys.executable).parent / "jupyterhub")})
+    assert "hub.python" not in {x.id for x in preflight_findings(healthy)}
