@@ -1,6 +1,7 @@
 """Runs inside the hub's own Python (`PYTHON hubside.py ARGS_JSON`), never imported by
 hubsvc: it loads the admin's JupyterHub config the way JupyterHub does and prints one
-JSON object with what the doctor, the reload check and the Slurm checks need:
+JSON object (the only thing on its stdout) with what the doctor, the reload check and
+the Slurm checks need:
 
 - `version` / `error`: JupyterHub's version, or why it cannot be imported;
 - `load_error`: the config file's exception with its line, when it fails to load;
@@ -152,7 +153,14 @@ def probe(args):
 
 
 def main(argv):
-    print(json.dumps(probe(json.loads(argv[1]))))
+    # stdout carries the answer alone: whatever the admin's config or the classes it
+    # imports print (from Python, C or a child process) goes to stderr instead.
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    result = probe(json.loads(argv[1]))
+    sys.stdout.flush()
+    answer.write(json.dumps(result) + "\n")
+    answer.flush()
     return 0
 
 

@@ -126,3 +126,19 @@ def test_files_next_to_the_probe_do_not_shadow_what_it_imports(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["error"] is None and out["version"].startswith("6.")
+
+
+def test_what_the_admin_config_prints_does_not_spoil_the_answer(tmp_path: Path) -> None:
+    """An admin file that writes to stdout (no newline at the end, or straight to fd 1) is
+    still a file that loads: neither the doctor nor a reload may call it broken."""
+    from hubsvc import reload
+
+    admin = ("import os, sys\n"
+             "sys.stdout.write('loading site settings...')\n"
+             "os.write(1, b'{\"not\": \"the answer\"')\n"
+             "c.Spawner.start_timeout = 42\n")
+    cfg = _cfg(tmp_path, admin, command=str(PY.parent / "jupyterhub"))
+    probe = hubprobe.run(cfg, PY)
+    assert isinstance(probe, dict), probe
+    assert probe["load_error"] is None and probe["error"] is None
+    assert reload.check_admin_config(cfg) is None
