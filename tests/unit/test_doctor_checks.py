@@ -318,3 +318,15 @@ def test_hub_script_whose_interpreter_is_gone_blocks_the_start(tmp_path: Path, l
     # a healthy hub command adds no finding of that id
     healthy = _cfg(tmp_path, hub={"command": str(Path(sys.executable).parent / "jupyterhub")})
     assert "hub.python" not in {x.id for x in preflight_findings(healthy)}
+
+
+def test_failed_requests_are_described_in_the_doctors_words() -> None:
+    """The evidence text of a request that failed is what the doctor always wrote:
+    'timed out', 'connection refused'."""
+    from hubsvc.doctor import http
+
+    assert http.describe(httpx.ReadTimeout("read timed out")) == "timed out"
+    assert http.describe(httpx.ConnectTimeout("connect timed out")) == "timed out"
+    with http.client() as c:
+        refused = http.get(c, f"http://127.0.0.1:{_free_port()}/hub/health")
+    assert http.describe(refused) == "connection refused"
