@@ -52,8 +52,9 @@ class Completed:
 
 
 def run(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
-        input: str | None = None) -> Completed:
-    """Run `argv` with no stdin (or `input`), capture its output, kill it after `timeout`.
+        input: str | None = None, cwd: Path | None = None) -> Completed:
+    """Run `argv` with no stdin (or `input`), capture its output, kill it after `timeout`;
+    in `cwd` (default: this process's working directory).
 
     Output that is not UTF-8 is decoded with replacement characters, never raised on.
     The command runs in a process group of its own, killed as a whole when it times out:
@@ -65,7 +66,8 @@ def run(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = Non
         p = subprocess.Popen(args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              errors="replace",
-                             env=dict(env) if env is not None else None, process_group=0)
+                             env=dict(env) if env is not None else None, cwd=cwd,
+                             process_group=0)
     except OSError as e:
         return Completed(args, None, "", f"{args[0]}: {e.strerror or e}")
     try:

@@ -142,3 +142,14 @@ def test_what_the_admin_config_prints_does_not_spoil_the_answer(tmp_path: Path) 
     assert isinstance(probe, dict), probe
     assert probe["load_error"] is None and probe["error"] is None
     assert reload.check_admin_config(cfg) is None
+
+
+def test_the_admin_config_is_loaded_in_the_hubs_working_directory(tmp_path: Path) -> None:
+    """The hub runs in paths.state_dir: a file the admin's config opens by a relative path
+    is found there by the probe too, whatever folder the doctor is started from."""
+    cfg = _cfg(tmp_path, "c.Authenticator.allowed_users = set(open('allowed.txt').read().split())\n")
+    cfg.paths.state_dir.mkdir()
+    (cfg.paths.state_dir / "allowed.txt").write_text("ann bo\n")
+    probe = hubprobe.run(cfg, PY)
+    assert isinstance(probe, dict) and probe["load_error"] is None, probe
+    assert probe["config_users"] == ["ann", "bo"]
