@@ -330,3 +330,24 @@ def test_failed_requests_are_described_in_the_doctors_words() -> None:
     with http.client() as c:
         refused = http.get(c, f"http://127.0.0.1:{_free_port()}/hub/health")
     assert http.describe(refused) == "connection refused"
+
+
+@pytest.mark.parametrize("name", ["state?x", "state#1", "state%20"])
+def test_user_names_from_a_database_whose_path_holds_uri_characters(tmp_path: Path,
+                                                                      name: str) -> None:
+    """The database is opened read-only whatever its folder is called: '?', '#' or '%' in
+    the path must not open (or create) another file."""
+    import sqlite3
+
+    from hubsvc import hubdb
+
+    sd = tmp_path / name
+    sd.mkdir()
+    con = sqlite3.connect(sd / hubdb.FILE)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO users (name) VALUES ('ann')")
+    con.commit()
+    con.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert hubdb.user_names(sd) == ["ann"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
