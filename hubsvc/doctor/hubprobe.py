@@ -44,6 +44,8 @@ def run(cfg: Config, py: Path, search: str | None = None) -> Probe:
     cwd = sd if os.path.isdir(sd) and os.access(sd, os.X_OK) else None
     r = host.run([str(py), str(SCRIPT), json.dumps(args)], TIMEOUT_S,
                  env=host.child_env(search), cwd=cwd)
+    if r.rc is None:  # did not start or did not finish: err names py and says why
+        return r.err
     if not r.ok:
         return f"{py} exited {r.rc}: {r.why(500)}"
     try:

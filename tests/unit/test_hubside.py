@@ -153,3 +153,14 @@ def test_the_admin_config_is_loaded_in_the_hubs_working_directory(tmp_path: Path
     probe = hubprobe.run(cfg, PY)
     assert isinstance(probe, dict) and probe["load_error"] is None, probe
     assert probe["config_users"] == ["ann", "bo"]
+
+
+def test_a_python_that_does_not_run_is_named_once_without_an_invented_status(
+        tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, None)
+    probe = hubprobe.run(cfg, Path("/nonexistent/bin/python3"))
+    assert probe == "/nonexistent/bin/python3: No such file or directory"
+    failing = tmp_path / "python3"
+    failing.write_text("#!/bin/sh\necho broken >&2\nexit 5\n")
+    failing.chmod(0o755)
+    assert hubprobe.run(cfg, failing) == f"{failing} exited 5: broken"
