@@ -15,6 +15,7 @@ import os
 import pwd
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -51,18 +52,56 @@ class Completed:
 
 
 def run(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
-        input: str | None = None) -> Completed:
-    """Run `argv` with no stdin (or `input`), capture its output, kill it after `timeout`."""
+        input: str | None = None, cwd: Path | None = None) -> Completed:
+    """Run `argv` with no stdin (or `input`), capture its output, kill it after `timeout`;
+    in `cwd` (default: this process's working directory).
+
+    Output that is not UTF-8 is decoded with replacement characters, never raised on.
+    The command runs in a process group of its own, killed as a whole when it times out:
+    a child that ends but leaves a process holding its output open keeps its own exit
+    status and output, and the process it left is not left running.
+    """
     args = tuple(str(a) for a in argv)
     try:
-        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                           env=dict(env) if env is not None else None, input=input,
-                           stdin=subprocess.DEVNULL if input is None else None)
-    except subprocess.TimeoutExpired:
-        return Completed(args, None, "", f"{args[0]}: no answer within {timeout:g} s")
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             errors="replace",
+                             env=dict(env) if env is not None else None, cwd=cwd,
+                             process_group=0)
     except OSError as e:
         return Completed(args, None, "", f"{args[0]}: {e.strerror or e}")
-    return Completed(args, r.returncode, r.stdout, r.stderr)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Did the command itself end (a process it left holds the output open)? Asked
+        # without reaping it, so that its pid still names the group killed next.
+        ended = os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        _kill_group(p)
+        try:
+            out, err = p.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a process that left the group holds the output
+            out, err = "", ""
+            for pipe in (p.stdout, p.stderr):
+                if pipe is not None:
+                    pipe.close()
+        rc = p.wait()
+        if not ended:
+            return Completed(args, None, out, f"{args[0]}: no answer within {timeout:g} s")
+        return Completed(args, rc, out, err)
+    except BaseException:
+        _kill_group(p)
+        p.wait()
+        raise
+    return Completed(args, p.returncode, out, err)
+
+
+def _kill_group(p: subprocess.Popen[str]) -> None:
+    """SIGKILL the process group `p` leads. Only called before p is reaped: its pid, still
+    taken, cannot name anybody else's group."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def child_env(search: str | None = None, base: Mapping[str, str] | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from .host import is_file
 
@@ -16,7 +17,9 @@ def user_names(state_dir: Path) -> list[str]:
     if not is_file(db):
         return []
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
+        # quoted: a '?', '#' or '%' in the path would otherwise end it (another file,
+        # opened read-write)
+        con = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=0.5)
         try:
             return [r[0] for r in con.execute("SELECT name FROM users")]
         finally:

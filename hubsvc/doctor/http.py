@@ -34,6 +34,8 @@ def get(c: httpx.Client, url: str, headers: dict[str, str] | None = None) -> Ans
 def describe(a: Answer) -> str:
     if isinstance(a, httpx.Response):
         return f"HTTP {a.status_code}"
+    if isinstance(a, httpx.TimeoutException):
+        return "timed out"  # the doctor's words since before httpx (TIMEOUT_S each)
     if isinstance(a, httpx.HTTPError):
         return failure_text(a, TIMEOUT_S)
     return str(a)

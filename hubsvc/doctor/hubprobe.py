@@ -6,6 +6,7 @@ of users' servers (survival)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,13 @@ def run(cfg: Config, py: Path, search: str | None = None) -> Probe:
     cfile = cfg.hub.config_file
     args = {"config_file": str(cfile) if cfile and cfile.is_file() else "",
             "owned": OWNED}
+    # the hub runs in state_dir: a relative path the admin's file opens is found there
+    sd = cfg.paths.state_dir
+    cwd = sd if os.path.isdir(sd) and os.access(sd, os.X_OK) else None
     r = host.run([str(py), str(SCRIPT), json.dumps(args)], TIMEOUT_S,
-                 env=host.child_env(search))
+                 env=host.child_env(search), cwd=cwd)
+    if r.rc is None:  # did not start or did not finish: err names py and says why
+        return r.err
     if not r.ok:
         return f"{py} exited {r.rc}: {r.why(500)}"
     try:

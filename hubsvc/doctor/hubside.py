@@ -1,6 +1,7 @@
 """Runs inside the hub's own Python (`PYTHON hubside.py ARGS_JSON`), never imported by
 hubsvc: it loads the admin's JupyterHub config the way JupyterHub does and prints one
-JSON object with what the doctor, the reload check and the Slurm checks need:
+JSON object (the only thing on its stdout) with what the doctor, the reload check and
+the Slurm checks need:
 
 - `version` / `error`: JupyterHub's version, or why it cannot be imported;
 - `load_error`: the config file's exception with its line, when it fails to load;
@@ -13,15 +14,17 @@ JSON object with what the doctor, the reload check and the Slurm checks need:
 Only the standard library, traitlets and JupyterHub are imported here.
 """
 
-import json
-import os
+import os  # os and sys are loaded before any script runs: nothing can shadow them
 import sys
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Python puts the script's folder first on sys.path; hubsvc's modules there (jupyterhub.py,
-# systemd.py …) must not shadow the packages the admin's config imports.
+# systemd.py, http.py …) must not shadow what this probe or the admin's config imports,
+# so the folder goes before anything else is imported.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+import json  # noqa: E402
+import traceback  # noqa: E402
 
 BATCH_KEYS = ("cmd", "batchspawner_singleuser_cmd", "req_prologue", "exec_prefix", "ip",
               "req_srun", "start_timeout")
@@ -150,7 +153,14 @@ def probe(args):
 
 
 def main(argv):
-    print(json.dumps(probe(json.loads(argv[1]))))
+    # stdout carries the answer alone: whatever the admin's config or the classes it
+    # imports print (from Python, C or a child process) goes to stderr instead.
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    result = probe(json.loads(argv[1]))
+    sys.stdout.flush()
+    answer.write(json.dumps(result) + "\n")
+    answer.flush()
     return 0
 
 

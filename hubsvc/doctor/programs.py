@@ -157,6 +157,10 @@ def check_hub_program(ctx: Ctx) -> tuple[list[Finding], Path | None]:
                                   "environment", ctx.search)
     if prog is None:
         return out, None
+    gone = _missing_interpreter(prog, ctx.search)
+    if gone is not None:
+        out.append(gone)
+        return out, None
     py = hub_python(prog, ctx.search)
     if py is None:
         out.append(Finding("hub.python", "programs", "warning",
@@ -165,3 +169,23 @@ def check_hub_program(ctx: Ctx) -> tuple[list[Finding], Path | None]:
                            "point hub.command at the jupyterhub script of a Python environment"))
         return out, None
     return out, py
+
+
+def _missing_interpreter(prog: Path, search: str) -> Finding | None:
+    """The jupyterhub script's '#!' interpreter cannot be run (a virtualenv removed or
+    moved since it was installed): the hub could never start."""
+    sb = host.shebang(prog)
+    if not sb or resolve_command(sb[0], search=search) is not None:
+        return None
+    interp = sb[0]
+    if "/" in interp:
+        what = f"JupyterHub cannot start: {interp}, the interpreter of {prog}, " \
+               "does not exist or is not executable"
+        evidence = f"{prog} starts with {host.first_line(prog)}"
+    else:
+        what = f"JupyterHub cannot start: {prog} needs {interp!r}, which is not on PATH"
+        evidence = f"{prog} starts with {host.first_line(prog)}; searched {search}"
+    return Finding("hub.python", "programs", "error", what, evidence,
+                   "point hub.command at the jupyterhub script of an existing Python "
+                   "environment (recreate a virtualenv whose Python was removed or moved)",
+                   True)

@@ -21,7 +21,7 @@ from . import hubprobe, scheduler, tls
 from .context import make_ctx
 from .entry import check_entry_url, direct_hub_clients
 from .files import check_files
-from .finding import EX_CONFIG, GROUPS, SEVERITIES, Finding, exit_code, problems_text, render_text
+from .finding import EX_CONFIG, GROUPS, SEVERITIES, Finding, describe, exit_code, problems_text, render_text
 from .jupyterhub import flow_findings, hub_findings
 from .network import check_ports
 from .programs import check_hub_program, check_proxy_program
@@ -90,8 +90,8 @@ def run_doctor(cfg_path: Path | str | None, *, as_json: bool, out: TextIO,
         try:
             parse_endpoint(url)
         except ValueError as e:
-            msg = f"hubsvc doctor: --url: {e}\n      fix: pass the URL users open, e.g. " \
-                  "--url http://HOST:8000/\n"
+            msg = describe("hubsvc doctor: --url", str(e), "", "pass the URL users open, e.g. "
+                           "--url http://HOST:8000/", indent="") + "\n"
             if as_json:
                 out.write(json.dumps({"exit_code": EX_CONFIG, "usage_error": str(e)}) + "\n")
             else:

@@ -295,3 +295,59 @@ def test_user_names_from_the_hub_database(tmp_path: Path) -> None:
     assert sorted(hubdb.user_names(tmp_path)) == ["ann", "bo"]
     (tmp_path / hubdb.FILE).write_bytes(b"not a database")
     assert hubdb.user_names(tmp_path) == []
+
+
+@pytest.mark.parametrize("line", ["#!/nonexistent/env/bin/python3", "#!/usr/bin/env nopython9"])
+def test_hub_script_whose_interpreter_is_gone_blocks_the_start(tmp_path: Path, line: str) -> None:
+    """A jupyterhub script left behind by a removed or moved virtualenv: `hubsvc run`
+    refuses it (78) instead of starting the proxy and burning the hub's restart budget."""
+    from hubsvc import preflight
+    from hubsvc.doctor.quick import preflight_findings
+
+    script = tmp_path / "bin" / "jupyterhub"
+    script.parent.mkdir()
+    script.write_text(line + "\nprint('hub')\n")
+    script.chmod(0o755)
+    cfg = _cfg(tmp_path, hub={"command": str(script)})
+    (tmp_path / "hubsvc.toml").write_text("")
+    got = {f.id: f for f in finding.blocking(preflight_findings(cfg))}
+    f = got["hub.python"]
+    assert line[2:].split()[-1] in f.what and str(script) in f.evidence
+    assert "hub.command" in f.fix
+    assert "hub.python" in [p.field for p in preflight.static_problems(cfg)]
+    # a healthy hub command adds no finding of that id
+    healthy = _cfg(tmp_path, hub={"command": str(Path(sys.executable).parent / "jupyterhub")})
+    assert "hub.python" not in {x.id for x in preflight_findings(healthy)}
+
+
+def test_failed_requests_are_described_in_the_doctors_words() -> None:
+    """The evidence text of a request that failed is what the doctor always wrote:
+    'timed out', 'connection refused'."""
+    from hubsvc.doctor import http
+
+    assert http.describe(httpx.ReadTimeout("read timed out")) == "timed out"
+    assert http.describe(httpx.ConnectTimeout("connect timed out")) == "timed out"
+    with http.client() as c:
+        refused = http.get(c, f"http://127.0.0.1:{_free_port()}/hub/health")
+    assert http.describe(refused) == "connection refused"
+
+
+@pytest.mark.parametrize("name", ["state?x", "state#1", "state%20"])
+def test_user_names_from_a_database_whose_path_holds_uri_characters(tmp_path: Path,
+                                                                      name: str) -> None:
+    """The database is opened read-only whatever its folder is called: '?', '#' or '%' in
+    the path must not open (or create) another file."""
+    import sqlite3
+
+    from hubsvc import hubdb
+
+    sd = tmp_path / name
+    sd.mkdir()
+    con = sqlite3.connect(sd / hubdb.FILE)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO users (name) VALUES ('ann')")
+    con.commit()
+    con.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert hubdb.user_names(sd) == ["ann"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

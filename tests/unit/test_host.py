@@ -28,6 +28,7 @@ def test_run_reports_the_real_exit_status_and_output() -> None:
     assert r.why() == "err"
     assert host.run(["cat"], 10, input="fed").out == "fed"
     assert host.run(["cat"], 10).out == ""  # no stdin: never waits on the caller's terminal
+    assert host.run(["printf", r"\377ok"], 10).out == "\ufffdok"  # not UTF-8: no exception
 
 
 def test_run_that_cannot_start_or_finish_has_no_exit_status() -> None:
@@ -36,6 +37,47 @@ def test_run_that_cannot_start_or_finish_has_no_exit_status() -> None:
     assert "/nonexistent/prog" in missing.err and "No such file" in missing.err
     slow = host.run(["sleep", "30"], 0.3)
     assert slow.rc is None and "no answer within 0.3 s" in slow.err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (host._stat_fields(pid) or ["Z"])[0] != "Z"
+
+
+def test_run_kills_what_the_child_left_behind_and_keeps_its_exit_status(
+        tmp_path: Path) -> None:
+    """A child that exits but leaves a process holding its output open: its own exit
+    status and output, not "no answer"; and the process it left is not left running."""
+    pidfile = tmp_path / "pid"
+    # the timeout only bounds the wait for the output the left process holds open; it is
+    # generous so that a loaded machine still runs sh to its end within it
+    r = host.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; echo hi; exit 3"], 4)
+    assert (r.rc, r.out) == (3, "hi\n"), r
+    left = int(pidfile.read_text())
+    for _ in range(50):  # reaped by init: bounded wait
+        if not _alive(left):
+            break
+        time.sleep(0.1)
+    assert not _alive(left), f"pid {left} left running"
+
+
+def test_run_that_times_out_kills_the_whole_tree(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"p = subprocess.Popen(['sleep', '60']); open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+            "print('started', flush=True); time.sleep(60)\n")
+    r = host.run([sys.executable, "-c", code], 4)  # time enough to start and print
+    assert r.rc is None and "no answer within 4 s" in r.err
+    assert r.out == "started\n"  # what it said before it stopped answering
+    left = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(left):
+            break
+        time.sleep(0.1)
+    assert not _alive(left), f"grandchild {left} left running"
 
 
 def test_child_env_drops_hubsvc_private_variables() -> None:

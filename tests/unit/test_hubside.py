@@ -5,6 +5,7 @@ one way hubsvc starts it)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,55 @@ def test_reload_refuses_an_admin_file_the_hub_cannot_load(tmp_path: Path) -> Non
     assert p is not None and p.field == "hub.config_file"
     assert p.message.startswith(f"{tmp_path / 'jupyterhub_config.py'}:3: NameError")
     assert "the running hub keeps the previous one" in p.fix
+
+
+def test_files_next_to_the_probe_do_not_shadow_what_it_imports(tmp_path: Path) -> None:
+    """Python puts the script's folder first on sys.path: a module there named like one the
+    probe imports (json, traceback, …) must not be the one it gets."""
+    shutil.copy(hubprobe.SCRIPT, tmp_path / "hubside.py")
+    for name in ("json", "traceback", "importlib", "traitlets", "jupyterhub"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('shadowed: ' + __name__)\n")
+    r = subprocess.run([str(PY), str(tmp_path / "hubside.py"),
+                        json.dumps({"config_file": "", "owned": []})],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["error"] is None and out["version"].startswith("6.")
+
+
+def test_what_the_admin_config_prints_does_not_spoil_the_answer(tmp_path: Path) -> None:
+    """An admin file that writes to stdout (no newline at the end, or straight to fd 1) is
+    still a file that loads: neither the doctor nor a reload may call it broken."""
+    from hubsvc import reload
+
+    admin = ("import os, sys\n"
+             "sys.stdout.write('loading site settings...')\n"
+             "os.write(1, b'{\"not\": \"the answer\"')\n"
+             "c.Spawner.start_timeout = 42\n")
+    cfg = _cfg(tmp_path, admin, command=str(PY.parent / "jupyterhub"))
+    probe = hubprobe.run(cfg, PY)
+    assert isinstance(probe, dict), probe
+    assert probe["load_error"] is None and probe["error"] is None
+    assert reload.check_admin_config(cfg) is None
+
+
+def test_the_admin_config_is_loaded_in_the_hubs_working_directory(tmp_path: Path) -> None:
+    """The hub runs in paths.state_dir: a file the admin's config opens by a relative path
+    is found there by the probe too, whatever folder the doctor is started from."""
+    cfg = _cfg(tmp_path, "c.Authenticator.allowed_users = set(open('allowed.txt').read().split())\n")
+    cfg.paths.state_dir.mkdir()
+    (cfg.paths.state_dir / "allowed.txt").write_text("ann bo\n")
+    probe = hubprobe.run(cfg, PY)
+    assert isinstance(probe, dict) and probe["load_error"] is None, probe
+    assert probe["config_users"] == ["ann", "bo"]
+
+
+def test_a_python_that_does_not_run_is_named_once_without_an_invented_status(
+        tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, None)
+    probe = hubprobe.run(cfg, Path("/nonexistent/bin/python3"))
+    assert probe == "/nonexistent/bin/python3: No such file or directory"
+    failing = tmp_path / "python3"
+    failing.write_text("#!/bin/sh\necho broken >&2\nexit 5\n")
+    failing.chmod(0o755)
+    assert hubprobe.run(cfg, failing) == f"{failing} exited 5: broken"
