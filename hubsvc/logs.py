@@ -121,6 +121,29 @@ def _console_prep(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
     return event_dict
 
 
+class LossyStream:
+    """The log stream, minus its failures: when whoever reads our stderr has gone (a closed
+    pipe, a terminal hung up), a log line is lost rather than raised into the code that
+    logged it, which is often the very code that must go on (a stop request, a restart)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.lost = 0  # lines that could not be written
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):  # EPIPE, EIO; ValueError: the stream was closed
+            self.lost += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def configure(level: str = "info", stream: TextIO | None = None, mode: str = "auto") -> str:
     """Set up structlog (and stdlib logging for libraries). Returns the mode chosen."""
     stream = stream or sys.stderr
@@ -149,8 +172,9 @@ def configure(level: str = "info", stream: TextIO | None = None, mode: str = "au
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=LossyStream(stream)),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=stream, format="<4>%(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=LossyStream(stream),  # type: ignore[arg-type]
+                        format="<4>%(name)s: %(message)s")
     return mode

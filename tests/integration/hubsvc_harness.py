@@ -165,7 +165,8 @@ class Instance:
         return (self.state / name).read_text().strip()
 
     # ---- process -------------------------------------------------------------------
-    def start(self, wait_ready: bool = True, timeout: float = 90) -> Instance:
+    def start(self, wait_ready: bool = True, timeout: float = 90, output: Any = None) -> Instance:
+        """`output`: where hubsvc's stdout and stderr go (a file or fd); its log file if None."""
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
         if self.notify is not None:  # a restart of the same instance
@@ -177,7 +178,8 @@ class Instance:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(HUBSVC), "run", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.DEVNULL, stdout=self.log if output is None else output,
+            stderr=subprocess.STDOUT, env=env,
         )
         if wait_ready:
             ok = self.wait_ready(timeout)
