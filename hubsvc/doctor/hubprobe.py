@@ -34,11 +34,14 @@ def python_of(cfg: Config, search: str | None = None) -> Path | None:
     return hub_python(prog, search) if prog is not None else None
 
 
-def run(cfg: Config, py: Path, search: str | None = None) -> Probe:
-    """Load the admin's config in `py` and report (a str: why the probe gave no answer)."""
+def run(cfg: Config, py: Path, search: str | None = None, *, only: str | None = None) -> Probe:
+    """Load the admin's config in `py` and report (a str: why the probe gave no answer).
+    `only="flow"`: just the redirect-deciding settings, without importing JupyterHub."""
     cfile = cfg.hub.config_file
-    args = {"config_file": str(cfile) if cfile and cfile.is_file() else "",
-            "owned": OWNED}
+    args: dict[str, Any] = {"config_file": str(cfile) if cfile and cfile.is_file() else "",
+                            "owned": OWNED}
+    if only:
+        args["only"] = only
     # the hub runs in state_dir: a relative path the admin's file opens is found there
     sd = cfg.paths.state_dir
     cwd = sd if os.path.isdir(sd) and os.access(sd, os.X_OK) else None

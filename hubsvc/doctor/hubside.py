@@ -9,7 +9,12 @@ the Slurm checks need:
 - `authenticator`, `spawner`: the resolved classes (`class`, `mro`) or the import `error`;
 - `spawner_cmd`, `config_users`: the single-user command, users named in the config;
 - `spawner_settings`: the effective spawner traits that decide whether a batch job can
-  start (`values`: value and the config section that set it, `ip_class_default`).
+  start (`values`: value and the config section that set it, `ip_class_default`);
+- `flow`: the settings that decide where a browser goes (hubsvc.probe.model.FlowSettings),
+  None when the file does not load.
+
+With `"only": "flow"` in ARGS_JSON it loads the file and answers `flow` and `load_error`
+alone, without importing JupyterHub (the supervisor's periodic probe and probe-spawn).
 
 Only the standard library, traitlets and JupyterHub are imported here.
 """
@@ -106,7 +111,33 @@ def batch_settings(cfg, cls):
     return {"values": values, "ip_class_default": t.default_value if t is not None else None}
 
 
+def flow_settings(cfg):
+    """Where a browser goes: default URLs, public_url, the cookie settings."""
+    jh = ("JupyterHub",)
+    tornado, _ = setting(cfg, jh, "tornado_settings", {})
+    opts = tornado.get("cookie_options", {}) if isinstance(tornado, dict) else {}
+    du, _ = setting(cfg, jh, "default_url", None)
+    sdu, _ = setting(cfg, ("Spawner", "LocalProcessSpawner", "SimpleLocalProcessSpawner"),
+                     "default_url", None)
+    ma, _ = setting(cfg, jh, "cookie_max_age_days", None)
+    return {
+        "default_url": du if isinstance(du, str) and du else None,
+        "public_url": setting(cfg, jh, "public_url", None)[0] or None,
+        "cookie_options": {str(k): v for k, v in opts.items()
+                           if isinstance(v, (str, int, float, bool, type(None)))}
+                          if isinstance(opts, dict) else {},
+        "spawner_default_url": sdu if isinstance(sdu, str) else None,
+        "redirect_to_server": bool(setting(cfg, jh, "redirect_to_server", True)[0]),
+        "cookie_host_prefix": bool(setting(cfg, jh, "cookie_host_prefix_enabled", False)[0]),
+        "cookie_max_age_days": float(ma) if isinstance(ma, (int, float)) else None,
+    }
+
+
 def probe(args):
+    if args.get("only") == "flow":
+        cfg, load_error = load_config(args["config_file"])
+        return {"load_error": load_error,
+                "flow": None if load_error else flow_settings(cfg)}
     out = {"python": sys.executable, "version": None, "error": None}
     try:
         from jupyterhub._version import __version__
@@ -115,6 +146,7 @@ def probe(args):
         return out
     out["version"] = __version__
     cfg, out["load_error"] = load_config(args["config_file"])
+    out["flow"] = None if out["load_error"] else flow_settings(cfg)
     out["owned_set"] = [[s, k, repr(cfg[s][k])[:200]] for s, k in args["owned"]
                         if s in cfg and k in cfg[s]]
     jh = cfg["JupyterHub"] if "JupyterHub" in cfg else {}

@@ -234,10 +234,12 @@ def _singleuser_findings(ctx: Ctx, hub_py: Path, probe: dict[str, Any]) -> list[
                     f"jupyterhub-singleuser {su_v}: {exe}")]
 
 
-def flow_findings(ctx: Ctx) -> list[Finding]:
+def flow_findings(ctx: Ctx, probe: dict[str, Any] | str | None = None) -> list[Finding]:
     """The config-visible causes of hubsvc.probe.rules, with probe-spawn's own words and fix
-    (the same rule functions decide both)."""
-    settings, why = flow_settings.load(ctx.cfg)
+    (the same rule functions decide both). `probe`: the doctor's run of the hub probe, whose
+    answer has the settings; without one, the settings are read on their own."""
+    settings, why = (flow_settings.from_probe(ctx.cfg, probe) if probe is not None
+                     else flow_settings.load(ctx.cfg))
     if settings is None:
         return [Finding("jupyterhub.flow", "jupyterhub", "skipped",
                         "redirect-loop causes in the JupyterHub config were not checked", why or "")]

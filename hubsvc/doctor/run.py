@@ -51,11 +51,14 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
         f_proxy = ex.submit(_guard, lambda: check_proxy_program(ctx), "proxy.command",
                             "programs")
 
+        flow: list[Finding] = []  # filled by hub_chain from the same start of the hub's Python
+
         def hub_chain() -> list[Finding]:
             out, py = check_hub_program(ctx)
-            if py is None:
+            probe = hubprobe.run(cfg, py, ctx.search) if py is not None else None
+            flow[:] = _guard(lambda: flow_findings(ctx, probe), "jupyterhub.flow", "jupyterhub")
+            if py is None or probe is None:
                 return out
-            probe = hubprobe.run(cfg, py, ctx.search)  # the one start of the hub's Python
             out += hub_findings(ctx, py, probe)
             return out + scheduler.findings(cfg, probe, path=ctx.search) + survival.findings(
                 cfg, probe, ctx.status if ctx.supervisor_alive else None)
@@ -70,8 +73,8 @@ def collect(cfg: Config, *, url: str | None = None, acct: Account | None = None)
         findings += _guard(lambda: tls.check(ctx), "tls", "tls")
         findings += _guard(lambda: direct_hub_clients(ctx), "entry.direct_clients",
                            "entry point")
-        findings += _guard(lambda: flow_findings(ctx), "jupyterhub.flow", "jupyterhub")
-        findings += f_proxy.result() + f_hub.result() + f_service.result()
+        hub = f_hub.result()
+        findings += flow + f_proxy.result() + hub + f_service.result()
         if f_url is not None:
             findings += f_url.result()
         findings += f_systemd.result()

@@ -164,3 +164,30 @@ def test_a_python_that_does_not_run_is_named_once_without_an_invented_status(
     failing.write_text("#!/bin/sh\necho broken >&2\nexit 5\n")
     failing.chmod(0o755)
     assert hubprobe.run(cfg, failing) == f"{failing} exited 5: broken"
+
+
+def test_flow_settings_come_from_the_same_probe_in_both_modes(tmp_path: Path) -> None:
+    """The redirect-deciding settings: the doctor's full run and the flow-only run (the
+    supervisor's and probe-spawn's) give the same answer, and a config that prints to
+    fd 1 or fails to load does not spoil it."""
+    from hubsvc.probe import settings as flow_settings
+
+    admin = ("import os\nos.write(1, b'noise without newline')\n"
+             "c = get_config()  # noqa\n"
+             "c.JupyterHub.default_url = '/hub/home'\n"
+             "c.JupyterHub.cookie_max_age_days = 0\n"
+             "c.JupyterHub.tornado_settings = {'cookie_options': {'path': '/hub/', 'x': object()}}\n"
+             "c.Spawner.default_url = '/lab'\n")
+    cfg = _cfg(tmp_path, admin)
+    full = hubprobe.run(cfg, PY)
+    only = hubprobe.run(cfg, PY, only="flow")
+    assert isinstance(full, dict) and isinstance(only, dict), (full, only)
+    assert "version" not in only and only["flow"] == full["flow"]
+    s, why = flow_settings.from_probe(cfg, full)
+    assert why is None and s is not None
+    assert (s.default_url, s.spawner_default_url, s.cookie_max_age_days) == ("/hub/home", "/lab", 0.0)
+    assert s.cookie_options == {"path": "/hub/"}  # what is not plain data is left out
+    assert flow_settings.load(cfg)[0] == s
+    broken = _cfg(tmp_path, "c = get_config()  # noqa\nc.JupyterHub.default_url = (\n")
+    s, why = flow_settings.load(broken)
+    assert s is None and why and "SyntaxError" in why and "line" in why, why
