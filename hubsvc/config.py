@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from .doctor.finding import describe  # the one what/evidence/fix layout
+
 DEFAULT_PATH = Path("/etc/hubsvc/hubsvc.toml")
 ENV_VAR = "HUBSVC_CONFIG"
 
@@ -39,8 +41,8 @@ class Problem:
     evidence: str = ""  # what was observed, when that helps
 
     def __str__(self) -> str:
-        ev = f"\n    evidence: {self.evidence}" if self.evidence else ""
-        return f"{self.field}: {self.message}{ev}\n    fix: {self.fix}"
+        return describe(self.field, self.message, self.evidence, self.fix, indent="",
+                        detail="    ")
 
 
 class ConfigError(Exception):
