@@ -50,6 +50,7 @@ from tests.integration.hubsvc_harness import (  # noqa: E402
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
 SPAWN = {"concurrency": 16}  # requests in flight at once (--concurrency)
+LOGS: dict[str, Path | None] = {"dir": None}  # --logs
 HZ = os.sysconf("SC_CLK_TCK")
 
 STANDIN = '''
@@ -318,6 +319,13 @@ def kill_hub_anchor(s: AnchorSetup, n: int) -> None:
     s.figures["hub_kill_all_ready_s"] = round(time.monotonic() - t0, 2)
 
 
+def keep_log(src: Path, name: str) -> None:
+    """Copy a log into --logs DIR before its root is removed (to see where time went)."""
+    if LOGS["dir"] is not None:
+        with contextlib.suppress(OSError):
+            shutil.copy(src, LOGS["dir"] / name)
+
+
 def run_hubsvc(n: int, port: int, idle_s: float, health: dict[str, Any]) -> dict[str, Any]:
     root = new_root("hubsvc-scale-")
     inst = Instance(root, hub_extra=STANDIN.format(repo=str(REPO), port=port),
@@ -338,6 +346,7 @@ def run_hubsvc(n: int, port: int, idle_s: float, health: dict[str, Any]) -> dict
         raise
     finally:
         inst.cleanup()
+        keep_log(inst.log_path, f"hubsvc-{n}.log")
         shutil.rmtree(root, ignore_errors=True)
     s.figures["restarts_outside_kills"] = _unplanned_restarts(inst.log_text())
     return s.figures
@@ -360,6 +369,7 @@ def run_anchor(n: int, port: int, idle_s: float) -> dict[str, Any]:
         kill_hub_anchor(s, n)
     finally:
         s.stop()
+        keep_log(s.log, f"anchor-{n}.log")
         shutil.rmtree(root, ignore_errors=True)
     return s.figures
 
@@ -375,7 +385,11 @@ def main() -> None:
                     help="spawn requests in flight at once")
     ap.add_argument("--failures", type=int, default=3,
                     help="hubsvc's [health] failures_before_restart (default 3)")
+    ap.add_argument("--logs", type=Path, help="keep each run's log in this folder")
     args = ap.parse_args()
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        LOGS["dir"] = args.logs
     health = {"timeout_s": args.health_timeout, "failures_before_restart": args.failures}
     SPAWN["concurrency"] = args.concurrency
     port = free_port()
