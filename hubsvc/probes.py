@@ -1,14 +1,20 @@
 """HTTP checks of CHP and the hub. Each makes one bounded request and says what it saw;
-none loops or sleeps (the supervisor decides how often)."""
+none loops or sleeps (the supervisor decides how often).
+
+Each takes an httpx client or, for the checks made every health interval, hubsvc's own
+loopback client (loopback.py: a fraction of httpx's CPU per request)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from . import routetable
 from .config import Config
+from .loopback import Client as LoopbackClient
+from .loopback import LoopbackConnectError, LoopbackError, LoopbackTimeout
 from .routetable import RouteTable
 
 
@@ -27,7 +33,16 @@ def new_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, verify=False, follow_redirects=False)
 
 
+AnyClient = httpx.AsyncClient | LoopbackClient
+
+
 def _failure(e: Exception, timeout: float) -> Result:
+    if isinstance(e, LoopbackTimeout):
+        return Result(False, f"timed out after {timeout:g}s")
+    if isinstance(e, LoopbackConnectError):
+        return Result(False, str(e) if str(e) == "connection refused" else f"cannot connect ({e})")
+    if isinstance(e, LoopbackError):
+        return Result(False, str(e))
     if isinstance(e, httpx.TimeoutException):
         return Result(False, f"timed out after {timeout:g}s")
     if isinstance(e, httpx.ConnectError):
@@ -35,11 +50,11 @@ def _failure(e: Exception, timeout: float) -> Result:
     return Result(False, f"{type(e).__name__}: {e}")
 
 
-async def get(client: httpx.AsyncClient, url: str, timeout: float,
-              headers: dict[str, str] | None = None) -> tuple[Result, httpx.Response | None]:
+async def get(client: AnyClient, url: str, timeout: float,
+              headers: dict[str, str] | None = None) -> tuple[Result, Any]:
     try:
         r = await client.get(url, timeout=timeout, headers=headers)
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, LoopbackError) as e:
         return _failure(e, timeout), None
     return Result(r.status_code == 200, f"HTTP {r.status_code}"), r
 
@@ -54,24 +69,24 @@ def _auth(token: str) -> dict[str, str]:
 _NO_ROUTES = "api/routes?inactive_since=1970-01-01T00:00:00.000Z"
 
 
-async def proxy_api(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
+async def proxy_api(client: AnyClient, cfg: Config, token: str, timeout: float) -> Result:
     res, r = await get(client, cfg.api.url(_NO_ROUTES), timeout, _auth(token))
     if r is not None and r.status_code == 403:
         return Result(False, "HTTP 403: CHP rejected hubsvc's token (another CHP on this port?)")
     return res
 
 
-async def proxy_public(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
+async def proxy_public(client: AnyClient, cfg: Config, timeout: float) -> Result:
     res, _ = await get(client, cfg.public.connect_origin + "/_chp_healthz", timeout)
     return res
 
 
-async def hub_health(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
+async def hub_health(client: AnyClient, cfg: Config, timeout: float) -> Result:
     res, _ = await get(client, cfg.hub_bind.connect_origin + cfg.public.path + "hub/health", timeout)
     return res
 
 
-async def routes(client: httpx.AsyncClient, cfg: Config, token: str,
+async def routes(client: AnyClient, cfg: Config, token: str,
                  timeout: float) -> RouteTable | None:
     """CHP's table through the one reader of its payload (None: unreadable)."""
     try:
@@ -80,7 +95,7 @@ async def routes(client: httpx.AsyncClient, cfg: Config, token: str,
         return None
 
 
-async def chain(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
+async def chain(client: AnyClient, cfg: Config, token: str, timeout: float) -> Result:
     """A request through the public URL reaches the hub, and CHP holds the hub's route."""
     res, _ = await get(client, cfg.public.url("hub/health"), timeout)
     if not res:
