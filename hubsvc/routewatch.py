@@ -154,11 +154,13 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
     return _servers_of(r.json())
 
 
-async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> int:
-    """How many users have a ready server: one page of one user, whatever the number of
-    users (the hub counts in its database). Raises httpx.HTTPError / ValueError."""
+async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str,
+                           state: str = "ready") -> int:
+    """How many users have a ready (or `state`: active) server: one page of one user,
+    whatever the number of users (the hub counts in its database). Raises
+    httpx.HTTPError / ValueError."""
     r = await client.get(cfg.hub_bind.connect_origin + cfg.public.path + "hub/api/users",
-                         params={"state": "ready", "limit": 1},
+                         params={"state": state, "limit": 1},
                          headers={"Authorization": f"token {hub_token}",
                                   "Accept": "application/jupyterhub-pagination+json"},
                          timeout=5.0)
