@@ -127,7 +127,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     # they run every health interval for as long as hubsvc runs): nothing else hubsvc asks
     # of the hub or CHP can queue in front of them
     probe_client = loopback.Client()
-    async with probes.new_client() as client, contextlib.AsyncExitStack() as stack:
+    async with probes.LazyClient() as client, contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(probe_client.aclose)
 
         def build(c: Config) -> list[components.ComponentSpec]:

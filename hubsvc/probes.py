@@ -33,6 +33,40 @@ def new_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, verify=False, follow_redirects=False)
 
 
+class LazyClient:
+    """`new_client()` made at its first request. Making one imports httpcore and builds an
+    SSL context (0.1-0.2 s on a small VM): `hubsvc run` needs its clients only once the hub
+    is up, and would otherwise spend that time before CHP is even executed."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_client()
+        return self._client
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.get(url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.post(url, **kw)
+
+    async def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.request(method, url, **kw)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> LazyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 AnyClient = httpx.AsyncClient | LoopbackClient
 
 

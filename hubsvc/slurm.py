@@ -265,12 +265,14 @@ class SchedulerWatch:
     next listing waits at least COST_FACTOR times as long as this one took (the hub spends
     at most ~1 % of its time on it). While the last listing found no job id at all (no
     batch spawner, or none of its servers active), the hub is asked only how many users
-    have an active server (one row, whatever their number) and the listing is repeated when
-    that count changed — a new batch server is a newly active user — or every
-    QUIET_LISTING_S, longer on a hub whose listing takes long (QUIET_COST_FACTOR times its
-    duration: ~0.1 % of the hub's time), which finds a user's second server."""
+    have an active server (one row, whatever their number; every QUIET_COUNT_S) and the
+    listing is repeated when that count changed — a new batch server is a newly active
+    user — or every QUIET_LISTING_S, longer on a hub whose listing takes long
+    (QUIET_COST_FACTOR times its duration: ~0.1 % of the hub's time), which finds a
+    user's second server."""
 
     COST_FACTOR = 100.0
+    QUIET_COUNT_S = 30.0  # the count, while quiet: a new batch job shows within this
     QUIET_LISTING_S = 60.0
     QUIET_COST_FACTOR = 1000.0
 
@@ -301,6 +303,7 @@ class SchedulerWatch:
         before = self.status.get("scheduler")
         try:
             if await self._still_quiet(now):
+                self._next = now + max(self.interval_s, self.QUIET_COUNT_S)
                 return
             ids, active = await _active_job_ids(self.client, self.cfg, self.token)
             took = time.monotonic() - now
@@ -309,7 +312,7 @@ class SchedulerWatch:
             if not ids:
                 self._quiet = (active, now + max(self.QUIET_LISTING_S,
                                                  took * self.QUIET_COST_FACTOR))
-                self._next = now + self.interval_s
+                self._next = now + max(self.interval_s, self.QUIET_COUNT_S)
             found = await _with_slurm(ids, self.runner)
         except Exception as e:  # the hub restarting, a network error: say so, keep going
             if isinstance(before, dict):

@@ -38,7 +38,7 @@ class Watch:
     def __init__(self, sup: Supervisor, client: httpx.AsyncClient | None, hub_token: str):
         self.sup = sup
         # `client` is accepted for callers that pass one; the watch uses a pool of its own
-        self.client = probes.new_client()
+        self.client = probes.LazyClient()  # made at its first use, once the hub is up
         self.table_client = loopback.Client()  # CHP's table, every interval: kept open, cheap
         self.hub_token = hub_token
         self.loops = loopwatch.LoopWatch()
