@@ -105,11 +105,11 @@ class Client:
     # ---- one exchange ------------------------------------------------------------------
     async def _exchange(self, key: tuple[str, str, int], raw: bytes, method: str) -> Response:
         idle = self._idle.setdefault(key, [])
-        while idle:  # a kept-open connection: the server may have closed it meanwhile
+        for conn in [c for c in idle if c[1].is_closing() or c[0].at_eof()]:
+            conn[1].close()  # closed by the server meanwhile (keep-alive timeout)
+            idle.remove(conn)
+        while idle:  # a kept-open connection: the server may still close it as we write
             conn = idle.pop()
-            if conn[1].is_closing() or conn[0].at_eof():
-                conn[1].close()
-                continue
             try:
                 return await self._send(key, conn, raw, method, reused=True)
             except _Stale:
