@@ -215,8 +215,17 @@ def _overrides_reporter(cfg: Config) -> Any:
 
     log = structlog.get_logger("hubsvc")
     seen: set[str] = set()
+    last: list[object] = [None]  # the report file's (mtime, size) when last read
 
     async def owned_settings() -> None:
+        # the hub writes the report when it loads its config: read it again only then
+        try:
+            st = os.stat(cfg.paths.runtime_dir / hubconfig.OVERRIDES_NAME)
+        except OSError:
+            return
+        if (st.st_mtime_ns, st.st_size) == last[0]:
+            return
+        last[0] = (st.st_mtime_ns, st.st_size)
         for key in hubconfig.read_overrides(cfg) or []:
             if key not in seen:
                 seen.add(key)

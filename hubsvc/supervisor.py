@@ -390,8 +390,11 @@ class Supervisor:
             self._feed_watchdog()
             if self._events:
                 continue
+            # asyncio.timeout, not wait_for: no task made per wake-up (the loop wakes
+            # several times every health interval, for as long as hubsvc runs)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._tick_s())
+                async with asyncio.timeout(self._tick_s()):
+                    await self._wake.wait()
 
     def _tick_s(self) -> float:
         """Sleep until the next thing is due (a retry, a probe), at most one health interval."""
@@ -697,7 +700,8 @@ class Supervisor:
     async def _bounded_probe(self, probe: Callable[[], Awaitable[probes.Result]]) -> probes.Result:
         t = self.cfg.health.timeout_s
         try:
-            return await asyncio.wait_for(probe(), t + 1)
+            async with asyncio.timeout(t + 1):  # in the caller's task: no task per probe
+                return await probe()
         except TimeoutError:
             return probes.Result(False, f"no answer within {t:g}s")
         except Exception as e:  # a probe must never take the loop down
