@@ -55,6 +55,7 @@ MAX_USER_QUESTIONS = 8  # more candidate users than this in one check: one full 
 CHP_TIMEOUT_S = 3.0
 COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often …
 COUNT_EVERY_INTERVALS = 5  # … and at least every this many health intervals
+RECOUNT_COST_FACTOR = 100.0  # listings for a differing count: ~1 % of the hub's time at most
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class DriftWatch:
         self._next_full = -math.inf
         self._next_count = -math.inf
         self._count_by = -math.inf
+        self._recount_at = -math.inf  # a listing for a count that differs: not before
         self._proxy_token: str | None = None
         self.hub_questions = 0  # requests to the hub so far (for tests and benchmarks)
         # CHP's table is read every interval: the supervisor's watch gives it a kept-open
@@ -320,9 +322,15 @@ class DriftWatch:
             self._count_by = now + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
             self.hub_questions += 1
             if await ready_user_count(client, self.cfg, hub_token) != \
-                    len({s.user for s in self.known.values()}):
+                    len({s.user for s in self.known.values()}) and now >= self._recount_at:
+                # while hundreds of servers start, the count differs at nearly every
+                # check: list at most every few intervals (longer on a hub whose listing
+                # takes long) instead of keeping the busy hub busier
                 full = True
+                t0 = time.monotonic()
                 await self._full_listing(client, hub_token)
+                self._recount_at = now + max(COUNT_EVERY_INTERVALS * self.cfg.health.interval_s,
+                                             (time.monotonic() - t0) * RECOUNT_COST_FACTOR)
                 self._learn(table)
         drifts = self._compare(table)
         if drifts and not full:
