@@ -51,6 +51,7 @@ CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
 SPAWN = {"concurrency": 16}  # requests in flight at once (--concurrency)
 LOGS: dict[str, Path | None] = {"dir": None}  # --logs
+SETTLE = {"s": 3.0}  # --settle
 HZ = os.sysconf("SC_CLK_TCK")
 
 STANDIN = '''
@@ -262,7 +263,10 @@ def spawn(s: Setup, n: int) -> None:
 
 
 def idle(s: Setup, seconds: float) -> None:
-    time.sleep(3)  # let the last spawn's bookkeeping settle
+    # let the last spawn's bookkeeping settle: hubsvc's watches each list every user once
+    # after a spawn storm (the counts they compare changed), ~0.5 s of the hub's CPU at
+    # 1,000 users; --settle 60 keeps those one-off listings out of the idle window
+    time.sleep(SETTLE["s"])
     pids = s.pids()
     lines0 = s.hub_lines()
     cpu0 = {k: cpu_s(p) for k, p in pids.items()}
@@ -386,12 +390,15 @@ def main() -> None:
     ap.add_argument("--failures", type=int, default=3,
                     help="hubsvc's [health] failures_before_restart (default 3)")
     ap.add_argument("--logs", type=Path, help="keep each run's log in this folder")
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds between the last spawn and the idle window (default 3)")
     args = ap.parse_args()
     if args.logs is not None:
         args.logs.mkdir(parents=True, exist_ok=True)
         LOGS["dir"] = args.logs
     health = {"timeout_s": args.health_timeout, "failures_before_restart": args.failures}
     SPAWN["concurrency"] = args.concurrency
+    SETTLE["s"] = args.settle
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.standin", str(port)], cwd=REPO,
                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -400,7 +407,7 @@ def main() -> None:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
                    f"Python {platform.python_version()}",
         "load_at_start": os.getloadavg(), "idle_s": args.idle, "health": health,
-        "concurrency": args.concurrency, "sizes": {}}
+        "concurrency": args.concurrency, "settle_s": args.settle, "sizes": {}}
     try:
         for n in (int(x) for x in args.sizes.split(",")):
             row = {"hubsvc": run_hubsvc(n, port, args.idle, health),
