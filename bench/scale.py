@@ -50,6 +50,8 @@ from tests.integration.hubsvc_harness import (  # noqa: E402
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
 SPAWN = {"concurrency": 16}  # requests in flight at once (--concurrency)
+LOGS: dict[str, Path | None] = {"dir": None}  # --logs
+SETTLE = {"s": 3.0}  # --settle
 HZ = os.sysconf("SC_CLK_TCK")
 
 STANDIN = '''
@@ -261,7 +263,10 @@ def spawn(s: Setup, n: int) -> None:
 
 
 def idle(s: Setup, seconds: float) -> None:
-    time.sleep(3)  # let the last spawn's bookkeeping settle
+    # let the last spawn's bookkeeping settle: hubsvc's watches each list every user once
+    # after a spawn storm (the counts they compare changed), ~0.5 s of the hub's CPU at
+    # 1,000 users; --settle 60 keeps those one-off listings out of the idle window
+    time.sleep(SETTLE["s"])
     pids = s.pids()
     lines0 = s.hub_lines()
     cpu0 = {k: cpu_s(p) for k, p in pids.items()}
@@ -318,6 +323,13 @@ def kill_hub_anchor(s: AnchorSetup, n: int) -> None:
     s.figures["hub_kill_all_ready_s"] = round(time.monotonic() - t0, 2)
 
 
+def keep_log(src: Path, name: str) -> None:
+    """Copy a log into --logs DIR before its root is removed (to see where time went)."""
+    if LOGS["dir"] is not None:
+        with contextlib.suppress(OSError):
+            shutil.copy(src, LOGS["dir"] / name)
+
+
 def run_hubsvc(n: int, port: int, idle_s: float, health: dict[str, Any]) -> dict[str, Any]:
     root = new_root("hubsvc-scale-")
     inst = Instance(root, hub_extra=STANDIN.format(repo=str(REPO), port=port),
@@ -338,6 +350,7 @@ def run_hubsvc(n: int, port: int, idle_s: float, health: dict[str, Any]) -> dict
         raise
     finally:
         inst.cleanup()
+        keep_log(inst.log_path, f"hubsvc-{n}.log")
         shutil.rmtree(root, ignore_errors=True)
     s.figures["restarts_outside_kills"] = _unplanned_restarts(inst.log_text())
     return s.figures
@@ -360,6 +373,7 @@ def run_anchor(n: int, port: int, idle_s: float) -> dict[str, Any]:
         kill_hub_anchor(s, n)
     finally:
         s.stop()
+        keep_log(s.log, f"anchor-{n}.log")
         shutil.rmtree(root, ignore_errors=True)
     return s.figures
 
@@ -375,9 +389,16 @@ def main() -> None:
                     help="spawn requests in flight at once")
     ap.add_argument("--failures", type=int, default=3,
                     help="hubsvc's [health] failures_before_restart (default 3)")
+    ap.add_argument("--logs", type=Path, help="keep each run's log in this folder")
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds between the last spawn and the idle window (default 3)")
     args = ap.parse_args()
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        LOGS["dir"] = args.logs
     health = {"timeout_s": args.health_timeout, "failures_before_restart": args.failures}
     SPAWN["concurrency"] = args.concurrency
+    SETTLE["s"] = args.settle
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.standin", str(port)], cwd=REPO,
                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -386,7 +407,7 @@ def main() -> None:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
                    f"Python {platform.python_version()}",
         "load_at_start": os.getloadavg(), "idle_s": args.idle, "health": health,
-        "concurrency": args.concurrency, "sizes": {}}
+        "concurrency": args.concurrency, "settle_s": args.settle, "sizes": {}}
     try:
         for n in (int(x) for x in args.sizes.split(",")):
             row = {"hubsvc": run_hubsvc(n, port, args.idle, health),

@@ -90,14 +90,16 @@ def _choose_launcher(cfg: Config) -> str | Problem:
 
 
 async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
+    import contextlib
+
     import structlog
 
-    from . import components, hubconfig, probes, tls
+    from . import components, hubconfig, loopback, probes, routewatch, tls
     from . import secrets as secrets_mod
     from .hubapi import HubAPI
     from .notify import Notifier
     from .slurm import SchedulerWatch
-    from .supervisor import Supervisor
+    from .supervisor import HubChecks, Supervisor
     from .watch import Watch
 
     log = structlog.get_logger("hubsvc")
@@ -119,9 +121,12 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
         log.info("secret_created", path=path)
     keep = cfg.hub.user_servers_on_stop == "keep" or (
         cfg.hub.user_servers_on_stop == "auto" and host.started_by_systemd())
-    # liveness probes get a connection pool of their own: nothing else hubsvc asks of the
-    # hub or CHP can queue in front of them
-    async with probes.new_client() as client, probes.new_client() as probe_client:
+    # liveness probes get connections of their own (kept open, through the loopback client:
+    # they run every health interval for as long as hubsvc runs): nothing else hubsvc asks
+    # of the hub or CHP can queue in front of them
+    probe_client = loopback.Client()
+    async with probes.LazyClient() as client, contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(probe_client.aclose)
 
         def build(c: Config) -> list[components.ComponentSpec]:
             generated = hubconfig.write(c, files)
@@ -182,11 +187,14 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             output_mode=output,
             reloader=reload,
             rollback=rollback,
+            probe_client=probe_client,
         )
         sup.periodic.append(_overrides_reporter(cfg))
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
         hub_token = secrets_mod.read(files.hub_api_token)
         Watch(sup, client, hub_token).attach()
+        if isinstance(sup.checks, HubChecks):  # a replaced CHP gets the table the watch read
+            sup.checks.snapshot = lambda: routewatch.watch_for(sup.cfg).last_table
         # users' servers running as batch jobs: queued jobs show in `hubsvc status`
         sup.periodic.append(SchedulerWatch(client, cfg, hub_token, sup.extra_status,
                                            on_change=sup.publish))
@@ -201,8 +209,17 @@ def _overrides_reporter(cfg: Config) -> Any:
 
     log = structlog.get_logger("hubsvc")
     seen: set[str] = set()
+    last: list[object] = [None]  # the report file's (mtime, size) when last read
 
     async def owned_settings() -> None:
+        # the hub writes the report when it loads its config: read it again only then
+        try:
+            st = os.stat(cfg.paths.runtime_dir / hubconfig.OVERRIDES_NAME)
+        except OSError:
+            return
+        if (st.st_mtime_ns, st.st_size) == last[0]:
+            return
+        last[0] = (st.st_mtime_ns, st.st_size)
         for key in hubconfig.read_overrides(cfg) or []:
             if key not in seen:
                 seen.add(key)

@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from . import host, probes
 from .commands import resolve_command
 from .config import Config
@@ -48,7 +46,7 @@ def _both(first: Probe, second: Probe) -> Probe:
     return check
 
 
-def proxy_spec(cfg: Config, secrets: SecretFiles, client: httpx.AsyncClient) -> ComponentSpec:
+def proxy_spec(cfg: Config, secrets: SecretFiles, client: probes.AnyClient) -> ComponentSpec:
     token = read(secrets.proxy_token)
     pub, api, hub = cfg.public, cfg.api, cfg.hub_bind
     command = resolve_command(cfg.proxy.command, cfg.source.parent if cfg.source else None)
@@ -105,7 +103,7 @@ def _proxy_tls(cfg: Config) -> tuple[list[str], str]:
     return tls.chp_args(cfg, installed), installed.digest if installed else ""
 
 
-def hub_spec(cfg: Config, generated_config: Path, client: httpx.AsyncClient) -> ComponentSpec:
+def hub_spec(cfg: Config, generated_config: Path, client: probes.AnyClient) -> ComponentSpec:
     """`generated_config` must already hold what this config renders: its content and the
     admin's file are part of the fingerprint."""
     command = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)

@@ -1,15 +1,21 @@
 """HTTP checks of CHP and the hub. Each makes one bounded request and says what it saw;
-none loops or sleeps (the supervisor decides how often)."""
+none loops or sleeps (the supervisor decides how often).
+
+Each takes an httpx client or, for the checks made every health interval, hubsvc's own
+loopback client (loopback.py: a fraction of httpx's CPU per request)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from . import routetable
 from .config import Config
 from .hubapi import hub_url
+from .loopback import Client as LoopbackClient
+from .loopback import LoopbackConnectError, LoopbackError, LoopbackTimeout
 from .routetable import RouteTable
 
 
@@ -28,8 +34,51 @@ def new_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, verify=False, follow_redirects=False)
 
 
+class LazyClient:
+    """`new_client()` made at its first request. Making one imports httpcore and builds an
+    SSL context (0.1-0.2 s on a small VM): `hubsvc run` needs its clients only once the hub
+    is up, and would otherwise spend that time before CHP is even executed."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_client()
+        return self._client
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.get(url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.post(url, **kw)
+
+    async def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.request(method, url, **kw)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> LazyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+AnyClient = httpx.AsyncClient | LoopbackClient
+
+
 def failure_text(e: Exception, timeout: float) -> str:
     """A failed request in a few words: "timed out after 1.5s", "connection refused" …"""
+    if isinstance(e, LoopbackTimeout):
+        return f"timed out after {timeout:g}s"
+    if isinstance(e, LoopbackConnectError):
+        return str(e) if str(e) == "connection refused" else f"cannot connect ({e})"
+    if isinstance(e, LoopbackError):
+        return str(e)
     if isinstance(e, httpx.TimeoutException):
         return f"timed out after {timeout:g}s"
     if isinstance(e, httpx.ConnectError):
@@ -41,11 +90,11 @@ def _failure(e: Exception, timeout: float) -> Result:
     return Result(False, failure_text(e, timeout))
 
 
-async def get(client: httpx.AsyncClient, url: str, timeout: float,
-              headers: dict[str, str] | None = None) -> tuple[Result, httpx.Response | None]:
+async def get(client: AnyClient, url: str, timeout: float,
+              headers: dict[str, str] | None = None) -> tuple[Result, Any]:
     try:
         r = await client.get(url, timeout=timeout, headers=headers)
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, LoopbackError) as e:
         return _failure(e, timeout), None
     return Result(r.status_code == 200, f"HTTP {r.status_code}"), r
 
@@ -60,24 +109,24 @@ def _auth(token: str) -> dict[str, str]:
 _NO_ROUTES = "api/routes?inactive_since=1970-01-01T00:00:00.000Z"
 
 
-async def proxy_api(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
+async def proxy_api(client: AnyClient, cfg: Config, token: str, timeout: float) -> Result:
     res, r = await get(client, cfg.api.url(_NO_ROUTES), timeout, _auth(token))
     if r is not None and r.status_code == 403:
         return Result(False, "HTTP 403: CHP rejected hubsvc's token (another CHP on this port?)")
     return res
 
 
-async def proxy_public(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
+async def proxy_public(client: AnyClient, cfg: Config, timeout: float) -> Result:
     res, _ = await get(client, cfg.public.connect_origin + "/_chp_healthz", timeout)
     return res
 
 
-async def hub_health(client: httpx.AsyncClient, cfg: Config, timeout: float) -> Result:
+async def hub_health(client: AnyClient, cfg: Config, timeout: float) -> Result:
     res, _ = await get(client, hub_url(cfg, "hub/health"), timeout)
     return res
 
 
-async def routes(client: httpx.AsyncClient, cfg: Config, token: str,
+async def routes(client: AnyClient, cfg: Config, token: str,
                  timeout: float) -> RouteTable | None:
     """CHP's table through the one reader of its payload (None: unreadable)."""
     try:
@@ -86,7 +135,7 @@ async def routes(client: httpx.AsyncClient, cfg: Config, token: str,
         return None
 
 
-async def chain(client: httpx.AsyncClient, cfg: Config, token: str, timeout: float) -> Result:
+async def chain(client: AnyClient, cfg: Config, token: str, timeout: float) -> Result:
     """A request through the public URL reaches the hub, and CHP holds the hub's route."""
     res, _ = await get(client, cfg.public.url("hub/health"), timeout)
     if not res:

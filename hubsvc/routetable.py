@@ -26,6 +26,8 @@ from urllib.parse import quote
 import httpx
 
 from .config import Config
+from .loopback import Client as LoopbackClient
+from .loopback import LoopbackError
 
 
 class TableUnavailable(Exception):
@@ -132,14 +134,14 @@ def parse_bytes(body: bytes) -> RouteTable:
         raise TableUnavailable(f"CHP's table is not JSON: {e}") from None
 
 
-async def fetch_bytes(client: httpx.AsyncClient, cfg: Config, token: str,
+async def fetch_bytes(client: httpx.AsyncClient | LoopbackClient, cfg: Config, token: str,
                       timeout: float) -> bytes:
     """CHP's table exactly as sent (callers may compare it with the last one before
-    parsing). Raises TableUnavailable."""
+    parsing). Raises TableUnavailable. `client`: httpx's, or hubsvc's loopback client."""
     try:
         r = await client.get(cfg.api.url("api/routes"), timeout=timeout,
                              headers={"Authorization": f"token {token}"})
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, LoopbackError) as e:
         raise TableUnavailable(f"GET {cfg.api.url('api/routes')}: {type(e).__name__}: {e}") \
             from None
     if r.status_code == 403:
@@ -149,7 +151,7 @@ async def fetch_bytes(client: httpx.AsyncClient, cfg: Config, token: str,
     return r.content
 
 
-async def fetch(client: httpx.AsyncClient, cfg: Config, token: str,
+async def fetch(client: httpx.AsyncClient | LoopbackClient, cfg: Config, token: str,
                 timeout: float) -> RouteTable:
     """CHP's table, parsed. Raises TableUnavailable."""
     return parse_bytes(await fetch_bytes(client, cfg, token, timeout))

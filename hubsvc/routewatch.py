@@ -27,6 +27,8 @@ What the drift watch asks, and how often:
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +41,7 @@ import httpx
 from . import routetable
 from .config import Config
 from .hubapi import api_url, iter_users, resync_routes
+from .loopback import Client as LoopbackClient
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
 
@@ -52,6 +55,7 @@ MAX_USER_QUESTIONS = 8  # more candidate users than this in one check: one full 
 CHP_TIMEOUT_S = 3.0
 COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often …
 COUNT_EVERY_INTERVALS = 5  # … and at least every this many health intervals
+RECOUNT_COST_FACTOR = 100.0  # listings for a differing count: ~1 % of the hub's time at most
 
 
 @dataclass(frozen=True)
@@ -150,16 +154,54 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
     return _servers_of(r.json())
 
 
-async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str) -> int:
-    """How many users have a ready server: one page of one user, whatever the number of
-    users (the hub counts in its database). Raises httpx.HTTPError / ValueError."""
+async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str,
+                           state: str = "ready") -> int:
+    """How many users have a ready (or `state`: active) server: one page of one user,
+    whatever the number of users (the hub counts in its database). Raises
+    httpx.HTTPError / ValueError."""
     r = await client.get(api_url(cfg, "users"),
-                         params={"state": "ready", "limit": 1},
+                         params={"state": state, "limit": 1},
                          headers={"Authorization": f"token {hub_token}",
                                   "Accept": "application/jupyterhub-pagination+json"},
                          timeout=5.0)
     r.raise_for_status()
     return int(r.json()["_pagination"]["total"])
+
+
+REPLAY_CONNECTIONS = 8  # requests in flight at once when a table is written back
+
+
+async def replay(client: LoopbackClient, cfg: Config, proxy_token: str, body: bytes,
+                 timeout: float) -> int:
+    """Write the routes the hub had added (`"jupyterhub": true`) in a table read from CHP
+    earlier back into CHP, as they were: a CHP that was replaced serves every user again
+    at once instead of after the hub re-adds each route (~1 ms of the hub's CPU per route,
+    10 at a time). The hub's re-sync that must follow removes what has gone since and adds
+    what came. Returns the number of routes written; raises LoopbackError / ValueError."""
+    payload = json.loads(body)
+    if not isinstance(payload, dict):
+        raise ValueError("CHP's table is not a JSON object")
+    items = [(spec, {k: v for k, v in data.items() if k != "last_activity"})
+             for spec, data in payload.items()
+             if isinstance(spec, str) and isinstance(data, dict)
+             and data.get("jupyterhub") is True and isinstance(data.get("target"), str)]
+    headers = {"Authorization": f"token {proxy_token}", "Content-Type": "application/json"}
+    todo = iter(items)
+    written = 0
+
+    async def writer() -> None:
+        nonlocal written
+        for spec, data in todo:  # shared: each route is written by one writer
+            # CHP's table holds keys unescaped; the hub escapes them like this when it posts
+            url = cfg.api.url("api/routes" + quote(spec, safe="@/~"))
+            r = await client.request("POST", url, headers=headers, timeout=timeout,
+                                     body=json.dumps(data).encode())
+            if r.status_code != 201:
+                raise ValueError(f"CHP answered HTTP {r.status_code} for {spec}")
+            written += 1
+
+    await asyncio.gather(*(writer() for _ in range(min(REPLAY_CONNECTIONS, len(items)))))
+    return written
 
 
 @dataclass
@@ -180,11 +222,17 @@ class DriftWatch:
         self.clock = clock
         self.known: dict[str, Server] = {}  # routespec -> a server the hub runs
         self._last_body: bytes | None = None
+        self.last_table: bytes | None = None  # CHP's table as last read (replayed into a new CHP)
         self._next_full = -math.inf
         self._next_count = -math.inf
         self._count_by = -math.inf
+        self._recount_at = -math.inf  # a listing for a count that differs: not before
         self._proxy_token: str | None = None
         self.hub_questions = 0  # requests to the hub so far (for tests and benchmarks)
+        # CHP's table is read every interval: the supervisor's watch gives it a kept-open
+        # connection of hubsvc's loopback client (a fraction of httpx's CPU per request);
+        # without one, the client each check is given serves CHP too
+        self.table_client: LoopbackClient | None = None
 
     # ---- reading the two sides ---------------------------------------------------------
     async def _table_bytes(self, client: httpx.AsyncClient) -> bytes:
@@ -194,7 +242,8 @@ class DriftWatch:
             except OSError as e:
                 raise routetable.TableUnavailable(f"proxy token unreadable: {e}") from None
         try:
-            return await routetable.fetch_bytes(client, self.cfg, self._proxy_token, CHP_TIMEOUT_S)
+            return await routetable.fetch_bytes(self.table_client or client, self.cfg,
+                                                self._proxy_token, CHP_TIMEOUT_S)
         except routetable.TableUnavailable:
             self._proxy_token = None  # re-read: the token file may have been replaced
             raise
@@ -248,6 +297,7 @@ class DriftWatch:
         """Confirmed drifts. Raises httpx.HTTPError / TableUnavailable when the hub or CHP
         does not answer (what was learned is kept)."""
         body = await self._table_bytes(client)
+        self.last_table = body
         now = self.clock()
         full = now >= self._next_full
         changed = body != self._last_body
@@ -266,9 +316,15 @@ class DriftWatch:
             self._count_by = now + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
             self.hub_questions += 1
             if await ready_user_count(client, self.cfg, hub_token) != \
-                    len({s.user for s in self.known.values()}):
+                    len({s.user for s in self.known.values()}) and now >= self._recount_at:
+                # while hundreds of servers start, the count differs at nearly every
+                # check: list at most every few intervals (longer on a hub whose listing
+                # takes long) instead of keeping the busy hub busier
                 full = True
+                t0 = time.monotonic()
                 await self._full_listing(client, hub_token)
+                self._recount_at = now + max(COUNT_EVERY_INTERVALS * self.cfg.health.interval_s,
+                                             (time.monotonic() - t0) * RECOUNT_COST_FACTOR)
                 self._learn(table)
         drifts = self._compare(table)
         if drifts and not full:
@@ -316,7 +372,11 @@ async def check_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -
     return await watch_for(cfg).check(client, hub_token)
 
 
-async def check_and_repair(client: httpx.AsyncClient, cfg: Config,
-                           hub_token: str) -> WatchResult:
-    """One health interval: find drift, repair at once, verify (see DriftWatch)."""
-    return await watch_for(cfg).check_and_repair(client, hub_token)
+async def check_and_repair(client: httpx.AsyncClient, cfg: Config, hub_token: str,
+                           table_client: LoopbackClient | None = None) -> WatchResult:
+    """One health interval: find drift, repair at once, verify (see DriftWatch).
+    `table_client`: reads CHP's table instead of `client` (hubsvc's loopback client)."""
+    w = watch_for(cfg)
+    if table_client is not None:
+        w.table_client = table_client
+    return await w.check_and_repair(client, hub_token)

@@ -160,12 +160,12 @@ async def server_jobs(client: httpx.AsyncClient, cfg: Config, hub_token: str,
 async def _active_job_ids(client: httpx.AsyncClient, cfg: Config,
                           hub_token: str) -> tuple[list[tuple[str, str, str, str]], int]:
     """(user, server, job id, hub state) of every active server with a job id, and how many
-    active servers there are in all."""
+    users have an active server (the hub's own count of them, as listed)."""
     found: list[tuple[str, str, str, str]] = []
     active = 0
     async for u in iter_users(client, cfg, hub_token, "active"):
+        active += 1
         for name, s in (u.get("servers") or {}).items():
-            active += 1
             if _job_id(s):
                 found.append((u["name"], name, _job_id(s), _hub_state(s)))
     return found, active
@@ -234,11 +234,18 @@ class SchedulerWatch:
 
     Listing every active server costs the hub time in proportion to their number, so the
     next listing waits at least COST_FACTOR times as long as this one took (the hub spends
-    at most ~1 % of its time on it), and a hub whose active servers have no job id at all
-    (no batch spawner) is asked only every NO_JOBS_INTERVAL_S."""
+    at most ~1 % of its time on it). While the last listing found no job id at all (no
+    batch spawner, or none of its servers active), the hub is asked only how many users
+    have an active server (one row, whatever their number; every QUIET_COUNT_S) and the
+    listing is repeated when that count changed — a new batch server is a newly active
+    user — or every QUIET_LISTING_S, longer on a hub whose listing takes long
+    (QUIET_COST_FACTOR times its duration: ~0.1 % of the hub's time), which finds a
+    user's second server."""
 
     COST_FACTOR = 100.0
-    NO_JOBS_INTERVAL_S = 60.0
+    QUIET_COUNT_S = 30.0  # the count, while quiet: a new batch job shows within this
+    QUIET_LISTING_S = 60.0
+    QUIET_COST_FACTOR = 1000.0
 
     __name__ = "scheduler_jobs"
 
@@ -249,6 +256,15 @@ class SchedulerWatch:
         self.status, self.interval_s, self.runner = status, interval_s, runner
         self.on_change = on_change
         self._next = -1e9
+        self._quiet: tuple[int, float] | None = None  # (active users, list again at)
+
+    async def _still_quiet(self, now: float) -> bool:
+        """No job id at the last listing, and the hub's count of active users the same."""
+        if self._quiet is None or now >= self._quiet[1]:
+            return False
+        from .routewatch import ready_user_count
+
+        return await ready_user_count(self.client, self.cfg, self.token, "active") == self._quiet[0]
 
     async def __call__(self) -> None:
         now = time.monotonic()
@@ -257,12 +273,17 @@ class SchedulerWatch:
         self._next = now + self.interval_s
         before = self.status.get("scheduler")
         try:
+            if await self._still_quiet(now):
+                self._next = now + max(self.interval_s, self.QUIET_COUNT_S)
+                return
             ids, active = await _active_job_ids(self.client, self.cfg, self.token)
             took = time.monotonic() - now
-            period = max(self.interval_s, took * self.COST_FACTOR)
-            if active and not ids:
-                period = max(period, self.NO_JOBS_INTERVAL_S)
-            self._next = now + period
+            self._next = now + max(self.interval_s, took * self.COST_FACTOR)
+            self._quiet = None
+            if not ids:
+                self._quiet = (active, now + max(self.QUIET_LISTING_S,
+                                                 took * self.QUIET_COST_FACTOR))
+                self._next = now + max(self.interval_s, self.QUIET_COUNT_S)
             found = await _with_slurm(ids, self.runner)
         except Exception as e:  # the hub restarting, a network error: say so, keep going
             if isinstance(before, dict):

@@ -39,13 +39,14 @@ from .components import ComponentSpec
 from .config import Config, ConfigError
 from .hubapi import HubAPI, HubAPIError
 from .launch import Handle, Launcher
+from .loopback import Client as LoopbackClient
 from .notify import Notifier
 from .output import Sink
 from .policy import RestartTracker, decide
 
 log = structlog.get_logger("hubsvc")
 
-POLL_S = 0.05  # readiness polling while a component starts (cheap loopback requests)
+POLL_S = 0.02  # readiness polling while a component starts (~0.1 ms of CPU each)
 CHAIN_SYNC_AFTER_S = 2.0  # ask the hub to sync routes when its route is this late
 KILL_WAIT_S = 5.0  # after SIGKILL: how long an exit may take to be reported
 LAUNCHER_CALL_S = 30.0  # keep_on_stop() and other calls into a launcher
@@ -92,12 +93,27 @@ class Checks(Protocol):
 class HubChecks:
     """The chain through the public URL and the route re-sync, against the real programs."""
 
-    def __init__(self, hub_api: HubAPI, proxy_token: str):
+    def __init__(self, hub_api: HubAPI, proxy_token: str,
+                 probe_client: probes.AnyClient | None = None):
         self.hub_api = hub_api
         self.proxy_token = proxy_token
+        # the chain and CHP's table: plain loopback reads, on the probes' cheap client
+        self.client = probe_client or hub_api.client
+        # CHP's table as last read (by the drift watch), for replay_routes
+        self.snapshot: Callable[[], bytes | None] | None = None
 
     async def chain(self, cfg: Config) -> probes.Result:
-        return await probes.chain(self.hub_api.client, cfg, self.proxy_token, cfg.health.timeout_s)
+        return await probes.chain(self.client, cfg, self.proxy_token, cfg.health.timeout_s)
+
+    async def replay_routes(self, cfg: Config) -> int | None:
+        """Write the table the drift watch last read from the previous CHP into the new one
+        (routewatch.replay): routes written, or None when there is no table to write."""
+        body = self.snapshot() if self.snapshot is not None else None
+        if not body or not isinstance(self.client, LoopbackClient):
+            return None
+        from .routewatch import replay
+
+        return await replay(self.client, cfg, self.proxy_token, body, cfg.health.timeout_s)
 
     async def sync_routes(self, cfg: Config) -> tuple[int, int] | str:
         """Have the hub push its routing table into CHP now: (routes, user routes) or why not."""
@@ -105,8 +121,7 @@ class HubChecks:
             await self.hub_api.sync_proxy()
         except HubAPIError as e:
             return str(e)
-        table = await probes.routes(self.hub_api.client, cfg, self.proxy_token,
-                                    cfg.health.timeout_s)
+        table = await probes.routes(self.client, cfg, self.proxy_token, cfg.health.timeout_s)
         return (len(table), len(table.user_routes())) if table is not None else (0, 0)
 
 
@@ -197,6 +212,7 @@ class Supervisor:
         rollback: Rollback | None = None,
         checks: Checks | None = None,
         status_writer: Callable[[Any, dict[str, Any]], None] = status.write,
+        probe_client: probes.AnyClient | None = None,
     ):
         self.cfg = cfg
         self.launcher = launcher
@@ -205,7 +221,7 @@ class Supervisor:
         self.proxy_token = proxy_token
         self.keep_user_servers = keep_user_servers
         self.output_mode = output_mode
-        self.checks: Checks = checks or HubChecks(hub_api, proxy_token)
+        self.checks: Checks = checks or HubChecks(hub_api, proxy_token, probe_client)
         self._write_status = status_writer
         self.components = [
             Component(spec, Sink(spec.name), RestartTracker(cfg.restart)) for spec in specs
@@ -374,8 +390,11 @@ class Supervisor:
             self._feed_watchdog()
             if self._events:
                 continue
+            # asyncio.timeout, not wait_for: no task made per wake-up (the loop wakes
+            # several times every health interval, for as long as hubsvc runs)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._tick_s())
+                async with asyncio.timeout(self._tick_s()):
+                    await self._wake.wait()
 
     def _tick_s(self) -> float:
         """Sleep until the next thing is due (a retry, a probe), at most one health interval."""
@@ -681,7 +700,8 @@ class Supervisor:
     async def _bounded_probe(self, probe: Callable[[], Awaitable[probes.Result]]) -> probes.Result:
         t = self.cfg.health.timeout_s
         try:
-            return await asyncio.wait_for(probe(), t + 1)
+            async with asyncio.timeout(t + 1):  # in the caller's task: no task per probe
+                return await probe()
         except TimeoutError:
             return probes.Result(False, f"no answer within {t:g}s")
         except Exception as e:  # a probe must never take the loop down
@@ -706,6 +726,7 @@ class Supervisor:
         synced = False
         if self._routes_dirty:
             self._routes_dirty = False
+            await self._replay_routes(t0)
             synced = await self._sync_routes(t0)
         limit = max(15.0, self.cfg.hub.start_timeout_s)
         while True:
@@ -721,6 +742,23 @@ class Supervisor:
             if not synced and self._now() - t0 >= CHAIN_SYNC_AFTER_S:
                 synced = await self._sync_routes(t0)
             await asyncio.sleep(self.poll_s)
+
+    async def _replay_routes(self, t0: float) -> None:
+        """A proxy replaced under a running hub gets the previous proxy's routes written
+        back at once (checks.replay_routes, optional); the hub's re-sync that follows
+        corrects whatever changed since that table was read."""
+        replay = getattr(self.checks, "replay_routes", None)
+        if replay is None:
+            return
+        try:
+            n = await asyncio.wait_for(replay(self.cfg), self.cfg.health.timeout_s * 4 + 5)
+        except Exception as e:  # the hub's re-sync follows whatever happened here
+            log.warning("route_replay_failed", component="proxy",
+                        reason=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            return
+        if n is not None:
+            log.info("routes_replayed", component="proxy", routes=n,
+                     took_ms=round((self._now() - t0) * 1000, 1))
 
     async def _sync_routes(self, t0: float) -> bool:
         try:

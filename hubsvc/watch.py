@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import structlog
 
-from . import loopwatch, probes, routetable, routewatch
+from . import loopback, loopwatch, probes, routetable, routewatch
 from .config import Config
 from .hublog import HubLog
 from .supervisor import Supervisor
@@ -38,7 +38,8 @@ class Watch:
     def __init__(self, sup: Supervisor, client: httpx.AsyncClient | None, hub_token: str):
         self.sup = sup
         # `client` is accepted for callers that pass one; the watch uses a pool of its own
-        self.client = probes.new_client()
+        self.client = probes.LazyClient()  # made at its first use, once the hub is up
+        self.table_client = loopback.Client()  # CHP's table, every interval: kept open, cheap
         self.hub_token = hub_token
         self.loops = loopwatch.LoopWatch()
         self.access = loopwatch.AccessLoops(base_path=sup.cfg.public.path)
@@ -119,6 +120,7 @@ class Watch:
 
     def stop(self) -> None:
         self.hub_log.close()
+        self.table_client.close()
         try:
             asyncio.get_running_loop().create_task(self.client.aclose())
         except RuntimeError:
@@ -128,7 +130,8 @@ class Watch:
     async def check_routes(self) -> None:
         if self.sup.by_name["hub"].state != "ready" or self.sup.by_name["proxy"].state != "ready":
             return
-        result = await routewatch.check_and_repair(self.client, self.cfg, self.hub_token)
+        result = await routewatch.check_and_repair(self.client, self.cfg, self.hub_token,
+                                                   table_client=self.table_client)
         for d in result.drifts:
             ev = d.event()
             ev.pop("event")

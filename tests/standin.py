@@ -36,8 +36,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # silent: a benchmark counts other programs' log lines
 
 
+class _Server(ThreadingHTTPServer):
+    # A restarted hub checks every running server at once (hundreds of connections in the
+    # same millisecond). The default listen backlog of 5 drops the rest, and each dropped
+    # connection is retried by TCP 1, 3, 7, 15, 31 s later: a restart over 100 stand-in
+    # servers then took 8-30 s by luck. Real servers each listen on their own socket.
+    request_queue_size = 4096
+
+
 def serve(ports: list[int]) -> None:
-    servers = [ThreadingHTTPServer(("127.0.0.1", p), _Handler) for p in ports]
+    servers = [_Server(("127.0.0.1", p), _Handler) for p in ports]
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     print("ready", flush=True)

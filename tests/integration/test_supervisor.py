@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -84,6 +85,7 @@ def test_kill_proxy_routes_restored_without_hub(hubsvc: Instance) -> None:
     assert hubsvc.get_public(f"/user/{user}/api/status", token) == 200
     server_pid = hubsvc.user_server_pids()[0]
     hub_pid, proxy_pid = hubsvc.pid("hub"), hubsvc.pid("proxy")
+    time.sleep(4 * 0.5)  # a few health intervals: the drift watch has read alice's route
     os.kill(proxy_pid, signal.SIGKILL)
     took = hubsvc.wait_public(f"/user/{user}/api/status", token, 200, timeout=20)
     st = hubsvc.wait_status(lambda s: s["ready"], 10)
@@ -93,7 +95,13 @@ def test_kill_proxy_routes_restored_without_hub(hubsvc: Instance) -> None:
     assert st["components"]["hub"]["pid"] == hub_pid  # the hub was left alone
     assert proc_alive(server_pid)
     assert f"/user/{user}" in hubsvc.routes()
-    assert "routes_restored" in hubsvc.log_text()
+    log = hubsvc.log_text()
+    # the previous CHP's table was written into the new one (the hub's route and alice's),
+    # then the hub re-synced
+    replayed = re.search(r"routes_replayed .*routes=(\d+)", log)
+    assert replayed is not None and int(replayed.group(1)) >= 2, log[-3000:]
+    assert hubsvc.routes()[f"/user/{user}"].get("user") == user
+    assert "routes_restored" in log
     assert took < 10  # far from the hub's 300 s tick; figures live in bench/
 
 

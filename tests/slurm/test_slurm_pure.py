@@ -171,3 +171,45 @@ def test_cluster_hosts_line_is_reversible(tmp_path: Path, monkeypatch: Any) -> N
     assert hosts.read_text().splitlines()[-1].startswith("127.0.0.1 hubsvc-no-such-host-7 #")
     c._undo_hosts()
     assert hosts.read_text() == "127.0.0.1 localhost\n10.0.0.9 other\n"
+
+
+class CountingClient:
+    """The hub's /users answer, and its count of active users (one row) when asked."""
+
+    def __init__(self, users: list[dict[str, Any]]):
+        self.users = users
+        self.asked: list[str] = []
+
+    async def get(self, url: str, **kw: Any) -> Any:
+        params = kw.get("params") or {}
+        counting = params.get("limit") == 1
+        self.asked.append("count" if counting else "list")
+        users = self.users
+
+        class R:
+            def raise_for_status(self) -> None:
+                pass
+
+            def json(self) -> Any:
+                if counting:
+                    return {"items": users[:1], "_pagination": {"total": len(users)}}
+                return {"items": users, "_pagination": {"next": None}}
+        return R()
+
+
+def test_scheduler_watch_without_job_ids_asks_only_for_a_count_until_it_changes() -> None:
+    from hubsvc.config import parse
+
+    users = [{"name": f"u{i}", "servers": {"": {"ready": True, "state": {}}}} for i in range(3)]
+    client = CountingClient(users)
+    w = slurm.SchedulerWatch(client, parse({}), "t", {}, interval_s=0,  # type: ignore[arg-type]
+                             runner=canned({}))
+    w.QUIET_COUNT_S = 0
+    for _ in range(4):
+        asyncio.run(w())
+    assert client.asked == ["list", "count", "count", "count"]
+    users.append({"name": "batch", "servers": {"": {"pending": "spawn", "ready": False,
+                                                    "state": {"job_id": "9"}}}})
+    asyncio.run(w())  # one more active user: listed again, and its job found
+    assert client.asked[4:] == ["count", "list"]
+    assert w._quiet is None  # with a job id, the next check lists again (no count)

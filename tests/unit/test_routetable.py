@@ -318,3 +318,16 @@ def test_an_unseen_route_is_found_by_the_periodic_count_with_no_change_in_chp(se
         found += run(watch.check(client, "t"))
     assert [(d.kind, d.user) for d in found] == [("missing", "dan")]
     assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
+
+
+def test_a_count_that_keeps_differing_is_listed_at_most_every_few_intervals(setup: Any) -> None:
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    progs.hub_requests.clear()
+    for i in range(6):  # servers starting one after the other, their routes not yet in CHP
+        progs.ready[f"s{i}"] = {""}
+        progs.table["/base"]["last_activity"] = f"2026-12-01T00:00:0{i}.000Z"
+        clock.t += 2
+        run(watch.check(client, "t"))
+    listings = [r for r in progs.hub_requests if r == "GET /base/hub/api/users"]
+    assert progs.hub_requests.count("COUNT") == 6 and len(listings) == 2  # at 2 s and 12 s
