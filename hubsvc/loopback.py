@@ -1,18 +1,18 @@
-"""A small HTTP/1.1 client for the requests hubsvc makes every health interval to its own
-children on loopback (CHP's ports, the hub's bind URL).
+"""The client for the requests hubsvc makes every health interval to its own children on
+loopback (CHP's ports, the hub's bind URL): kept-open HTTP/1.1 connections on asyncio
+streams, with h11 (the HTTP/1.1 protocol library under httpx) doing all of the framing.
 
-Why not httpx for these: a loopback GET through httpx costs ~0.9-1.9 ms of CPU on a small
-VM (its request/response models, the connection pool, anyio), and the supervisor makes
-four every interval, for as long as it runs; the same GET on a kept-open connection here
-costs ~0.1 ms. It speaks only what those requests need: GET/POST with a small body,
-answers with Content-Length, chunked or read-to-close bodies, keep-alive, http or https
-(unverified: hubsvc's own listeners, by address). Everything else hubsvc asks of the hub
-goes through httpx.
+Why not httpx itself for these: a loopback GET through httpx costs ~0.9-1.9 ms of CPU on a
+small VM (its request/response models, the connection pool, anyio), and the supervisor
+makes several every interval for as long as it runs; the same GET here costs a small
+fraction of that (bench figures in bench/RESULTS.md). Everything else hubsvc asks of the
+hub goes through httpx. h11 is the same protocol code in both paths: this module only
+moves bytes between h11 and a socket, and it parses nothing itself.
 
 Each request is bounded by its `timeout` as a whole (connect, send, answer). A connection
-is reused only after a complete answer; one that fails in any way is closed. A kept-open
-connection the server closed meanwhile (keep-alive timeouts: CHP's is 5 s) is retried once
-on a fresh connection.
+is reused only after a complete answer that h11 says may be followed by another; one that
+fails in any way is closed. A kept-open connection that the server closed meanwhile
+(keep-alive timeouts: CHP's is 5 s) is retried once on a fresh connection.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
+
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024  # CHP's table at 100,000 routes is ~20 MB
 IDLE_PER_ORIGIN = 8  # kept-open connections per origin (routes are written 8 at a time)
+READ_CHUNK = 256 * 1024
 
 
 class LoopbackError(Exception):
@@ -55,7 +58,18 @@ class Response:
         return json.loads(self.content)
 
 
-_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+@dataclass
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    proto: h11.Connection
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Stale(Exception):
+    """A kept-open connection was closed by the server before it answered."""
 
 
 class Client:
@@ -71,24 +85,21 @@ class Client:
     async def request(self, method: str, url: str, *, timeout: float,
                       headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
         parts = urlsplit(url)
-        scheme = parts.scheme
-        if scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LoopbackError(f"unsupported URL {url!r}")
         host = parts.hostname
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         netloc = f"[{host}]" if ":" in host else host
-        head = [f"{method} {target} HTTP/1.1", f"Host: {netloc}:{port}",
-                "Accept-Encoding: identity"]
-        for k, v in (headers or {}).items():
-            head.append(f"{k}: {v}")
+        head = [("Host", f"{netloc}:{port}"), ("Accept-Encoding", "identity")]
+        head += list((headers or {}).items())
         if body or method not in ("GET", "HEAD", "DELETE"):
-            head.append(f"Content-Length: {len(body)}")
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-        key = (scheme, host, port)
+            head.append(("Content-Length", str(len(body))))
+        req = h11.Request(method=method, target=target, headers=head)
+        key = (parts.scheme, host, port)
         try:
             async with asyncio.timeout(timeout):
-                return await self._exchange(key, raw, method)
+                return await self._exchange(key, req, body)
         except TimeoutError:
             raise LoopbackTimeout(f"timed out after {timeout:g}s") from None
 
@@ -98,25 +109,26 @@ class Client:
     def close(self) -> None:
         """Close every kept-open connection (a later request opens a new one)."""
         for conns in self._idle.values():
-            for _, w in conns:
-                w.close()
+            for c in conns:
+                c.close()
         self._idle.clear()
 
     # ---- one exchange ------------------------------------------------------------------
-    async def _exchange(self, key: tuple[str, str, int], raw: bytes, method: str) -> Response:
+    async def _exchange(self, key: tuple[str, str, int], req: h11.Request,
+                        body: bytes) -> Response:
         idle = self._idle.setdefault(key, [])
-        for conn in [c for c in idle if c[1].is_closing() or c[0].at_eof()]:
-            conn[1].close()  # closed by the server meanwhile (keep-alive timeout)
+        for conn in [c for c in idle if c.writer.is_closing() or c.reader.at_eof()]:
+            conn.close()  # closed by the server meanwhile (keep-alive timeout)
             idle.remove(conn)
         while idle:  # a kept-open connection: the server may still close it as we write
             conn = idle.pop()
             try:
-                return await self._send(key, conn, raw, method, reused=True)
+                return await self._send(key, conn, req, body, reused=True)
             except _Stale:
                 continue
         conn = await self._connect(key)
         try:
-            return await self._send(key, conn, raw, method, reused=False)
+            return await self._send(key, conn, req, body, reused=False)
         except _Stale:  # a fresh connection closed before answering
             raise LoopbackError("the server closed the connection without answering") from None
 
@@ -131,93 +143,76 @@ class Client:
                 self._ssl = ctx
             ctx = self._ssl
         try:
-            return await asyncio.open_connection(host, port, ssl=ctx, limit=MAX_HEAD)
+            reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
         except ConnectionRefusedError:
             raise LoopbackConnectError("connection refused") from None
         except OSError as e:
             raise LoopbackConnectError(f"cannot connect ({e.strerror or e})") from None
+        proto = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        return _Conn(reader, writer, proto)
 
-    async def _send(self, key: tuple[str, str, int], conn: _Conn, raw: bytes, method: str,
-                    reused: bool) -> Response:
-        reader, writer = conn
+    async def _send(self, key: tuple[str, str, int], conn: _Conn, req: h11.Request,
+                    body: bytes, reused: bool) -> Response:
         done = False
         try:
-            writer.write(raw)
-            try:
-                status_line = await reader.readuntil(b"\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError) as e:
-                if reused:
-                    raise _Stale() from None
-                raise LoopbackError(f"no answer: {type(e).__name__}") from None
-            resp, keep = await _read_response(reader, status_line, method)
+            p = conn.proto
+            out = p.send(req) or b""
+            if body:
+                out += p.send(h11.Data(data=body)) or b""
+            out += p.send(h11.EndOfMessage()) or b""
+            conn.writer.write(out)
+            resp = await _read_response(conn, reused)
             done = True
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError) as e:
+        except h11.ProtocolError as e:
+            raise LoopbackError(f"not an HTTP answer: {e}") from None
+        except (ConnectionError, ssl.SSLError) as e:
+            if reused and not _answered(conn.proto):
+                raise _Stale() from None
             raise LoopbackError(f"incomplete answer: {type(e).__name__}: {e}") from None
-        except asyncio.LimitOverrunError:
-            raise LoopbackError("answer header too large") from None
         finally:
             if not done:
-                writer.close()
+                conn.close()
+        p = conn.proto
         idle = self._idle.setdefault(key, [])
-        if keep and len(idle) < IDLE_PER_ORIGIN:
+        if (p.our_state is h11.DONE and p.their_state is h11.DONE
+                and len(idle) < IDLE_PER_ORIGIN):
+            p.start_next_cycle()
             idle.append(conn)
         else:
-            writer.close()
+            conn.close()
         return resp
 
 
-class _Stale(Exception):
-    """A kept-open connection was closed by the server before it answered."""
+def _answered(p: h11.Connection) -> bool:
+    """Has the server begun its answer (then a failure is not a stale connection)?"""
+    return p.their_state not in (h11.IDLE, h11.SEND_RESPONSE)
 
 
-async def _read_response(reader: asyncio.StreamReader, status_line: bytes,
-                         method: str) -> tuple[Response, bool]:
-    try:
-        version, code = status_line.split(None, 2)[:2]
-        status = int(code)
-    except ValueError:
-        raise LoopbackError(f"not an HTTP answer: {status_line[:60]!r}") from None
+async def _read_response(conn: _Conn, reused: bool) -> Response:
+    p = conn.proto
+    status = 0
     headers: dict[str, str] = {}
-    size = 0
+    body = bytearray()
     while True:
-        line = await reader.readuntil(b"\r\n")
-        size += len(line)
-        if size > MAX_HEAD:
-            raise LoopbackError("answer header too large")
-        if line == b"\r\n":
-            break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    conn_hdr = headers.get("connection", "").lower()
-    keep = version == b"HTTP/1.1" and "close" not in conn_hdr
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        return Response(status, headers), keep
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = bytearray()
-        while True:
-            try:
-                n = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            except ValueError:
-                raise LoopbackError("malformed chunked answer") from None
-            if n == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                    pass
-                break
-            if len(body) + n > MAX_BODY:
+        ev = p.next_event()
+        if ev is h11.NEED_DATA:
+            data = await conn.reader.read(READ_CHUNK)
+            if not data and reused and not _answered(p):
+                raise _Stale()
+            p.receive_data(data)  # b"" tells h11 the server closed: it decides if that is ok
+            continue
+        if isinstance(ev, h11.InformationalResponse):
+            continue
+        if isinstance(ev, h11.Response):
+            status = ev.status_code
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
+        elif isinstance(ev, h11.Data):
+            if len(body) + len(ev.data) > MAX_BODY:
                 raise LoopbackError("answer too large")
-            body += await reader.readexactly(n)
-            await reader.readexactly(2)
-        return Response(status, headers, bytes(body)), keep
-    length = headers.get("content-length")
-    if length is not None:
-        try:
-            n = int(length)
-        except ValueError:
-            raise LoopbackError("malformed Content-Length") from None
-        if n > MAX_BODY:
-            raise LoopbackError("answer too large")
-        return Response(status, headers, await reader.readexactly(n)), keep
-    data = await reader.read()  # no length: the body ends with the connection
-    if len(data) > MAX_BODY:
-        raise LoopbackError("answer too large")
-    return Response(status, headers, data), False
+            body += ev.data
+        elif isinstance(ev, h11.EndOfMessage):
+            return Response(status, headers, bytes(body))
+        elif isinstance(ev, h11.ConnectionClosed):
+            if reused and not _answered(p):
+                raise _Stale()
+            raise LoopbackError("the server closed the connection before a full answer")
