@@ -113,9 +113,9 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                         str(cfg.source))
         return EX_CONFIG
     except OSError as e:
-        print(f"hubsvc: paths.state_dir: cannot create secrets: {e}\n"
-              "      fix: give the account that runs hubsvc ownership of the state directory",
-              file=sys.stderr)
+        _print_problems([Problem("paths.state_dir", f"cannot create secrets: {e}",
+                                 "give the account that runs hubsvc ownership of the state "
+                                 "directory")], str(cfg.source))
         return EX_CONFIG
     for path in created:
         log.info("secret_created", path=path)
