@@ -334,9 +334,9 @@ class Supervisor:
         if self._stop:
             log.info("already_stopping", signal=signal.Signals(sig).name)
             return
-        log.info("stop_requested", signal=signal.Signals(sig).name)
-        self._stop = True
+        self._stop = True  # before anything that could fail (a log write)
         self._wake.set()
+        log.info("stop_requested", signal=signal.Signals(sig).name)
 
     def request_reload(self) -> None:
         if self.reloader is None:
