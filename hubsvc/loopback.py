@@ -21,10 +21,14 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import h11
+if TYPE_CHECKING:
+    import h11
+
+# h11 is imported where it is first used, not with this module: its import (~25 ms, it
+# compiles its grammar) would otherwise come before CHP's exec in `hubsvc run`.
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024  # CHP's table at 100,000 routes is ~20 MB
@@ -76,6 +80,7 @@ class Client:
     def __init__(self) -> None:
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._requests: dict[tuple[Any, ...], h11.Request] = {}
 
     # ---- public ----------------------------------------------------------------------
     async def get(self, url: str, *, timeout: float,
@@ -84,6 +89,8 @@ class Client:
 
     async def request(self, method: str, url: str, *, timeout: float,
                       headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
+        import h11
+
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LoopbackError(f"unsupported URL {url!r}")
@@ -91,11 +98,16 @@ class Client:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         netloc = f"[{host}]" if ":" in host else host
-        head = [("Host", f"{netloc}:{port}"), ("Accept-Encoding", "identity")]
-        head += list((headers or {}).items())
+        head = (("Host", f"{netloc}:{port}"), ("Accept-Encoding", "identity"),
+                *(headers or {}).items())
         if body or method not in ("GET", "HEAD", "DELETE"):
-            head.append(("Content-Length", str(len(body))))
-        req = h11.Request(method=method, target=target, headers=head)
+            head += (("Content-Length", str(len(body))),)
+        req = self._requests.get((method, target, head))
+        if req is None:  # h11 validates every header of a new event: the same request
+            # made every interval is validated once
+            req = h11.Request(method=method, target=target, headers=list(head))
+            if len(self._requests) < 64:
+                self._requests[(method, target, head)] = req
         key = (parts.scheme, host, port)
         try:
             async with asyncio.timeout(timeout):
@@ -148,11 +160,15 @@ class Client:
             raise LoopbackConnectError("connection refused") from None
         except OSError as e:
             raise LoopbackConnectError(f"cannot connect ({e.strerror or e})") from None
+        import h11
+
         proto = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         return _Conn(reader, writer, proto)
 
     async def _send(self, key: tuple[str, str, int], conn: _Conn, req: h11.Request,
                     body: bytes, reused: bool) -> Response:
+        import h11
+
         done = False
         try:
             p = conn.proto
@@ -185,25 +201,26 @@ class Client:
 
 def _answered(p: h11.Connection) -> bool:
     """Has the server begun its answer (then a failure is not a stale connection)?"""
+    import h11
+
     return p.their_state not in (h11.IDLE, h11.SEND_RESPONSE)
 
 
 async def _read_response(conn: _Conn, reused: bool) -> Response:
+    import h11
+
     p = conn.proto
     status = 0
     headers: dict[str, str] = {}
     body = bytearray()
+    ev: Any = h11.NEED_DATA  # nothing is buffered before the answer's first bytes
     while True:
-        ev = p.next_event()
         if ev is h11.NEED_DATA:
             data = await conn.reader.read(READ_CHUNK)
             if not data and reused and not _answered(p):
                 raise _Stale()
             p.receive_data(data)  # b"" tells h11 the server closed: it decides if that is ok
-            continue
-        if isinstance(ev, h11.InformationalResponse):
-            continue
-        if isinstance(ev, h11.Response):
+        elif isinstance(ev, h11.Response):
             status = ev.status_code
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
         elif isinstance(ev, h11.Data):
@@ -216,3 +233,4 @@ async def _read_response(conn: _Conn, reused: bool) -> Response:
             if reused and not _answered(p):
                 raise _Stale()
             raise LoopbackError("the server closed the connection before a full answer")
+        ev = p.next_event()  # an InformationalResponse (1xx) is skipped here too
