@@ -174,6 +174,22 @@ def test_idle_checks_ask_chp_and_now_and_then_the_hubs_count(setup: Any) -> None
         "GET /base/hub/api/users"]
 
 
+def test_activity_alone_asks_nothing_of_the_hub(setup: Any) -> None:
+    """CHP stamps last_activity on every request through a route (hubsvc's own probe of
+    the public port included): a table that differs only there is no change."""
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    for i in range(4):  # 4 intervals, each with new activity on every route
+        clock.t += 2
+        for spec, r in progs.table.items():
+            progs.table[spec] = {**r, "last_activity": f"2026-11-30T20:00:0{i}.000Z"}
+        assert run(watch.check(client, "t")) == []
+    assert progs.hub_requests == ["GET /base/hub/api/users"]
+    clock.t += 2
+    del progs.table[next(s for s in progs.table if s.startswith("/base/user/bob"))]
+    assert [d.user for d in run(watch.check(client, "t"))] == ["bob"]  # a route change still is
+
+
 def test_vanished_route_is_drift_after_one_question_about_that_user(setup: Any) -> None:
     progs, watch, client, clock = setup
     run(watch.check(client, "t"))
@@ -298,11 +314,16 @@ def test_a_route_that_came_and_went_unseen_is_found_by_the_hubs_count(setup: Any
     run(watch.check(client, "t"))
     progs.hub_requests.clear()
     # carol's server started and its route was deleted before the next check; only the
-    # users' activity changed CHP's table
+    # users' activity changed CHP's table: the next periodic count finds it
     progs.ready["carol"] = {""}
-    progs.table["/base"]["last_activity"] = "2026-12-01T00:00:00.000Z"
-    clock.t += 2
-    (d,) = run(watch.check(client, "t"))
+    found = []
+    for i in range(5):
+        progs.table["/base"]["last_activity"] = f"2026-12-01T00:00:0{i}.000Z"
+        clock.t += 2
+        found = run(watch.check(client, "t"))
+        if found:
+            break
+    (d,) = found
     assert (d.kind, d.user, d.routespec) == ("missing", "carol", "/base/user/carol")
     assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
 
@@ -326,7 +347,7 @@ def test_a_count_that_keeps_differing_is_listed_at_most_every_few_intervals(setu
     progs.hub_requests.clear()
     for i in range(6):  # servers starting one after the other, their routes not yet in CHP
         progs.ready[f"s{i}"] = {""}
-        progs.table["/base"]["last_activity"] = f"2026-12-01T00:00:0{i}.000Z"
+        progs.table[f"/base/extra{i}"] = {"target": "http://127.0.0.1:9/"}  # a route change
         clock.t += 2
         run(watch.check(client, "t"))
     listings = [r for r in progs.hub_requests if r == "GET /base/hub/api/users"]
