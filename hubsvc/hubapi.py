@@ -56,6 +56,18 @@ async def iter_users(client: httpx.AsyncClient, cfg: Config, token: str, state: 
         offset = nxt.get("offset", offset + len(items))
 
 
+async def count_users(client: httpx.AsyncClient, cfg: Config, token: str, state: str) -> int:
+    """How many users have a server in `state` ("ready" or "active"): one page of one
+    user, whatever the number of users (the hub counts in its database). Raises
+    httpx.HTTPError / ValueError."""
+    r = await client.get(api_url(cfg, "users"), params={"state": state, "limit": 1},
+                         headers={"Authorization": f"token {token}",
+                                  "Accept": "application/jupyterhub-pagination+json"},
+                         timeout=5.0)
+    r.raise_for_status()
+    return int(r.json()["_pagination"]["total"])
+
+
 @dataclass(frozen=True)
 class Server:
     user: str

@@ -42,7 +42,7 @@ import httpx
 
 from . import routetable
 from .config import Config
-from .hubapi import api_url, iter_users, resync_routes
+from .hubapi import api_url, count_users, iter_users, resync_routes
 from .loopback import Client as LoopbackClient
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
@@ -158,20 +158,6 @@ async def user_servers(client: httpx.AsyncClient, cfg: Config, hub_token: str,
         return []
     r.raise_for_status()
     return _servers_of(r.json())
-
-
-async def ready_user_count(client: httpx.AsyncClient, cfg: Config, hub_token: str,
-                           state: str = "ready") -> int:
-    """How many users have a ready (or `state`: active) server: one page of one user,
-    whatever the number of users (the hub counts in its database). Raises
-    httpx.HTTPError / ValueError."""
-    r = await client.get(api_url(cfg, "users"),
-                         params={"state": state, "limit": 1},
-                         headers={"Authorization": f"token {hub_token}",
-                                  "Accept": "application/jupyterhub-pagination+json"},
-                         timeout=5.0)
-    r.raise_for_status()
-    return int(r.json()["_pagination"]["total"])
 
 
 REPLAY_CONNECTIONS = 8  # requests in flight at once when a table is written back
@@ -322,7 +308,7 @@ class DriftWatch:
             self._next_count = now + COUNT_MIN_GAP_S
             self._count_by = now + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
             self.hub_questions += 1
-            if await ready_user_count(client, self.cfg, hub_token) != \
+            if await count_users(client, self.cfg, hub_token, "ready") != \
                     len({s.user for s in self.known.values()}) and now >= self._recount_at:
                 # while hundreds of servers start, the count differs at nearly every
                 # check: list at most every few intervals (longer on a hub whose listing

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from . import host
 from .commands import search_path
 from .config import Config
-from .hubapi import api_url, iter_users
+from .hubapi import api_url, count_users, iter_users
 from .probes import Result
 
 if TYPE_CHECKING:
@@ -262,9 +262,7 @@ class SchedulerWatch:
         """No job id at the last listing, and the hub's count of active users the same."""
         if self._quiet is None or now >= self._quiet[1]:
             return False
-        from .routewatch import ready_user_count
-
-        return await ready_user_count(self.client, self.cfg, self.token, "active") == self._quiet[0]
+        return await count_users(self.client, self.cfg, self.token, "active") == self._quiet[0]
 
     async def __call__(self) -> None:
         now = time.monotonic()
