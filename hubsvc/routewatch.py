@@ -180,19 +180,30 @@ async def replay(client: LoopbackClient, cfg: Config, proxy_token: str, body: by
     headers = {"Authorization": f"token {proxy_token}", "Content-Type": "application/json"}
     todo = iter(items)
     written = 0
+    failed: list[Exception] = []
 
     async def writer() -> None:
         nonlocal written
         for spec, data in todo:  # shared: each route is written by one writer
+            if failed:  # one failure stops every writer before replay() returns
+                return
             # CHP's table holds keys unescaped; the hub escapes them like this when it posts
             url = cfg.api.url("api/routes" + quote(spec, safe="@/~"))
-            r = await client.request("POST", url, headers=headers, timeout=timeout,
-                                     body=json.dumps(data).encode())
-            if r.status_code != 201:
-                raise ValueError(f"CHP answered HTTP {r.status_code} for {spec}")
+            try:
+                r = await client.request("POST", url, headers=headers, timeout=timeout,
+                                         body=json.dumps(data).encode())
+                if r.status_code != 201:
+                    raise ValueError(f"CHP answered HTTP {r.status_code} for {spec}")
+            except Exception as e:
+                failed.append(e)
+                return
             written += 1
 
+    # every writer has finished when this returns: nothing is written into CHP after it,
+    # while the hub's re-sync runs
     await asyncio.gather(*(writer() for _ in range(min(REPLAY_CONNECTIONS, len(items)))))
+    if failed:
+        raise failed[0]
     return written
 
 
@@ -355,6 +366,9 @@ def watch_for(cfg: Config) -> DriftWatch:
     key = (cfg.api.url("api/routes"), cfg.hub_bind.connect_origin, cfg.public.path)
     w = _watches.get(key)
     if w is None or w.cfg.paths != cfg.paths:
+        # one watch at a time: a reload back to an earlier key must not find that key's
+        # old table (a route replay would write it into a new CHP)
+        _watches.clear()
         w = _watches[key] = DriftWatch(cfg)
     w.cfg = cfg
     return w

@@ -352,3 +352,39 @@ def test_a_count_that_keeps_differing_is_listed_at_most_every_few_intervals(setu
         run(watch.check(client, "t"))
     listings = [r for r in progs.hub_requests if r == "GET /base/hub/api/users"]
     assert progs.hub_requests.count("COUNT") == 6 and len(listings) == 2  # at 2 s and 12 s
+
+
+def test_a_failed_replay_writes_nothing_after_it_returns(tmp_path: Path) -> None:
+    """One route CHP refuses stops every writer before replay() returns: nothing is written
+    into CHP while the hub's re-sync that follows runs."""
+    from hubsvc.loopback import LoopbackError
+    from hubsvc.routewatch import replay
+
+    cfg = Config.model_validate({"paths": {"state_dir": str(tmp_path),
+                                           "runtime_dir": str(tmp_path / "run")}})
+    table = {f"/user/u{i}": {"target": f"http://127.0.0.1:{9000 + i}", "user": f"u{i}",
+                             "jupyterhub": True, "last_activity": "2026-11-30T00:00:00.000Z"}
+             for i in range(40)}
+    table["/admin-added"] = {"target": "http://127.0.0.1:9999"}  # not the hub's: not replayed
+    writes: list[str] = []
+    late: list[str] = []  # written after replay() returned
+    done = False
+
+    class Refusing:
+        async def request(self, method: str, url: str, **kw: Any) -> Any:
+            await asyncio.sleep(0.001 if "/u0" not in url else 0)
+            if url.endswith("/user/u0"):
+                raise LoopbackError("timed out after 1s")
+            (late if done else writes).append(url)
+            return type("R", (), {"status_code": 201})()
+
+    async def go() -> None:
+        nonlocal done
+        with pytest.raises(LoopbackError):
+            await replay(Refusing(), cfg, "t" * 64, json.dumps(table).encode(), 1.0)  # type: ignore[arg-type]
+        done = True
+        await asyncio.sleep(0.05)  # a writer still running would write (and fail) now
+
+    run(go())
+    assert late == [] and len(writes) < 40
+    assert not any("admin-added" in w for w in writes)
