@@ -246,6 +246,7 @@ class Supervisor:
         self._chain: asyncio.Task[None] | None = None
         self._chain_key: tuple[int, int] | None = None
         self._routes_dirty = False  # the proxy was replaced under a running hub
+        self._followup_sync_at: float | None = None  # a second re-sync after a route replay
         self._reload: Reload | None = None
         self._reload_requests = 0  # SIGHUPs not yet taken up by a reload
         self._reload_seq = 0
@@ -723,42 +724,51 @@ class Supervisor:
         the hub's route. A proxy replaced under a running hub gets the hub's table pushed at
         once; otherwise the hub adds its route itself, and is asked to sync if it is late."""
         t0 = self._now()
-        synced = False
+        synced = replayed = False
         if self._routes_dirty:
             self._routes_dirty = False
-            await self._replay_routes(t0)
+            replayed = await self._replay_routes(t0)
             synced = await self._sync_routes(t0)
         limit = max(15.0, self.cfg.hub.start_timeout_s)
+        next_sync = t0 + CHAIN_SYNC_AFTER_S
         while True:
             res = await self._bounded_probe(lambda: self.checks.chain(self.cfg))
-            if res:
+            # replayed routes are the old CHP's: not ready until the hub has corrected them
+            if res and (synced or not replayed):
+                if replayed:  # a stop that raced the replay is settled by a second sync
+                    self._followup_sync_at = self._now() + 2 * self.cfg.health.interval_s
                 self._post("chain", key, res)
                 return
             if self._now() - t0 >= limit:
+                why = res.detail if not res else \
+                    "the hub did not re-sync the routes written back into the new proxy"
                 self._post("chain", key, probes.Result(
                     False, f"the chain through the public URL did not work within {limit:g}s: "
-                           f"{res.detail}"))
+                           f"{why}"))
                 return
-            if not synced and self._now() - t0 >= CHAIN_SYNC_AFTER_S:
+            if not synced and self._now() >= next_sync:
                 synced = await self._sync_routes(t0)
+                next_sync = self._now() + CHAIN_SYNC_AFTER_S
             await asyncio.sleep(self.poll_s)
 
-    async def _replay_routes(self, t0: float) -> None:
+    async def _replay_routes(self, t0: float) -> bool:
         """A proxy replaced under a running hub gets the previous proxy's routes written
         back at once (checks.replay_routes, optional); the hub's re-sync that follows
         corrects whatever changed since that table was read."""
         replay = getattr(self.checks, "replay_routes", None)
         if replay is None:
-            return
+            return False
         try:
             n = await asyncio.wait_for(replay(self.cfg), self.cfg.health.timeout_s * 4 + 5)
         except Exception as e:  # the hub's re-sync follows whatever happened here
             log.warning("route_replay_failed", component="proxy",
                         reason=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-            return
-        if n is not None:
-            log.info("routes_replayed", component="proxy", routes=n,
-                     took_ms=round((self._now() - t0) * 1000, 1))
+            return True  # some routes may have been written
+        if not n:
+            return False
+        log.info("routes_replayed", component="proxy", routes=n,
+                 took_ms=round((self._now() - t0) * 1000, 1))
+        return True
 
     async def _sync_routes(self, t0: float) -> bool:
         try:
@@ -812,6 +822,11 @@ class Supervisor:
             await asyncio.sleep(self.cfg.health.interval_s)
             if not self.ready:
                 continue
+            if self._followup_sync_at is not None and self._now() >= self._followup_sync_at:
+                # a user's stop that raced the replay deleted the route before the replay
+                # wrote it back; the first re-sync kept it while that server was pending
+                self._followup_sync_at = None
+                await self._sync_routes(self._now())
             for fn in self.periodic:
                 try:
                     await fn()

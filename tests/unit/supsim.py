@@ -148,6 +148,8 @@ class World:
     keep: set[str] = field(default_factory=set)
     next_pid: int = 100
     routes_synced: int = 0
+    replay_table: set[str] | None = None  # what replay_routes writes into a new CHP
+    sync_failures: int = 0  # the next this many route syncs fail (the hub's API busy)
 
     # ---- who answers on a port ------------------------------------------------------
     def alive(self, comp: str) -> list[FakeProc]:
@@ -255,11 +257,21 @@ class World:
             return probes.Result(False, "CHP's table has no route from the hub yet")
         return probes.Result(True, "ok")
 
+    async def replay_routes(self, cfg: Config) -> int | None:
+        proxy = self.serving("proxy")
+        if self.replay_table is None or proxy is None:
+            return None
+        proxy.routes |= self.replay_table
+        return len(self.replay_table)
+
     async def sync_routes(self, cfg: Config) -> tuple[int, int] | str:
         proxy, hub = self.serving("proxy"), self.serving("hub")
         if proxy is None or hub is None:
             return "HTTP 503"
-        proxy.routes |= {"hub", *USERS}
+        if self.sync_failures > 0:
+            self.sync_failures -= 1
+            return "HTTP 503"
+        proxy.routes = {"/", "hub", *USERS}  # the hub's view: what it does not run goes
         self.routes_synced += 1
         return len(proxy.routes), len(USERS)
 

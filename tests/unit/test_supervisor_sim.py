@@ -204,6 +204,33 @@ def test_hub_killed_then_proxy_killed_while_hub_restarts() -> None:
     assert st_["components"]["proxy"]["restarts"] >= 1
 
 
+def test_routes_written_back_into_a_new_proxy_wait_for_the_hubs_resync() -> None:
+    """A replaced CHP gets the old table written back at once, a stopped user's route
+    included: hubsvc is not ready again until the hub has re-synced (retried while it
+    fails), and syncs once more after that (a stop that raced the replay)."""
+    sim = supsim.make(None)
+    sim.world.replay_table = {"hub", "stale", *supsim.USERS}
+
+    def fail_syncs() -> None:
+        sim.world.sync_failures = 3
+
+    with structlog.testing.capture_logs() as logs:
+        async def go() -> Outcome:
+            asyncio.get_running_loop().call_later(9.9, fail_syncs)
+            return await drive(sim, [Fault(10, "kill", "proxy")])
+        out = supsim.run(go())
+    out.logs = logs
+    check(sim, out)
+    assert out.converged and out.rc == 0
+    names = [e["event"] for e in logs]
+    replayed = names.index("routes_replayed")
+    recovered = names.index("recovered", replayed)
+    assert names[replayed:recovered].count("route_sync_failed") == 3
+    assert "routes_restored" in names[replayed:recovered]
+    assert names[recovered:].count("routes_restored") >= 1  # the second sync
+    assert sim.world.sync_failures == 0
+
+
 def test_both_killed_at_once_recover_within_budget() -> None:
     sim, out = run_schedule([Fault(10, "kill", "both")])
     check(sim, out)
