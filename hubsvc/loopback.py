@@ -34,6 +34,7 @@ MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024  # CHP's table at 100,000 routes is ~20 MB
 IDLE_PER_ORIGIN = 8  # kept-open connections per origin (routes are written 8 at a time)
 READ_CHUNK = 256 * 1024
+MAX_CACHED_REQUESTS = 64  # the probes' few requests; reads only (a write is not repeated)
 
 
 class LoopbackError(Exception):
@@ -105,9 +106,13 @@ class Client:
         req = self._requests.get((method, target, head))
         if req is None:  # h11 validates every header of a new event: the same request
             # made every interval is validated once
-            req = h11.Request(method=method, target=target, headers=list(head))
-            if len(self._requests) < 64:
-                self._requests[(method, target, head)] = req
+            try:
+                req = h11.Request(method=method, target=target, headers=list(head))
+            except h11.LocalProtocolError:  # its message would quote the value (a token)
+                raise LoopbackError("the request has a header h11 refuses (a value with "
+                                    "a line break or control character)") from None
+            if not body and len(self._requests) < MAX_CACHED_REQUESTS:
+                self._requests[(method, target, head)] = req  # one-off writes are not kept
         key = (parts.scheme, host, port)
         try:
             async with asyncio.timeout(timeout):
