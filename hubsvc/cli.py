@@ -24,7 +24,7 @@ EX_CONFIG = 78
 
 
 def _print_problems(problems: list[Problem], source: str) -> None:
-    sys.stderr.write(problems_text(source, problems))
+    sys.stderr.write(problems_text(source, problems))  # lossy: see main()
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -401,6 +401,11 @@ def _command_word(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .logs import lossy
+
+    # what hubsvc tells a person on stderr must never turn into a different exit code
+    # when nobody reads it any more (only stdout's reader leaving is a normal end, below)
+    sys.stderr = lossy(sys.stderr)
     args_in = sys.argv[1:] if argv is None else argv
     parser = build_parser(probe_options=_command_word(args_in) not in
                           ("run", "status", "check-config", "doctor"))
@@ -414,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # stdout's reader left (`hubsvc status | head`)
         return EX_OK
 
 

@@ -143,6 +143,13 @@ class LossyStream:
         except (OSError, ValueError):
             pass
 
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding … of the stream
+        return getattr(self.stream, name)
+
+
+def lossy(stream: TextIO) -> TextIO:
+    return stream if isinstance(stream, LossyStream) else LossyStream(stream)  # type: ignore[return-value]
+
 
 def configure(level: str = "info", stream: TextIO | None = None, mode: str = "auto") -> str:
     """Set up structlog (and stdlib logging for libraries). Returns the mode chosen."""
@@ -172,9 +179,9 @@ def configure(level: str = "info", stream: TextIO | None = None, mode: str = "au
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=LossyStream(stream)),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=lossy(stream)),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=LossyStream(stream),  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.WARNING, stream=lossy(stream),  # type: ignore[arg-type]
                         format="<4>%(name)s: %(message)s")
     return mode

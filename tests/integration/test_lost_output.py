@@ -7,11 +7,15 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .hubsvc_harness import HUBSVC
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +59,21 @@ def test_sigterm_stops_hubsvc_whose_stderr_pipe_is_closed(make_hubsvc: Any) -> N
         rc = None
     assert rc == 0, "hubsvc ignored SIGTERM once its stderr reader had gone"
     inst.proc = None  # stopped: the fixture's cleanup ends what is left by pid
+
+
+def test_a_refusal_keeps_its_exit_code_when_nobody_reads_stderr(tmp_path: Path) -> None:
+    """`hubsvc run` refusing a config exits 78 whether or not its stderr is read (a closed
+    pipe turned the refusal into exit 0)."""
+    bad = tmp_path / "hubsvc.toml"
+    bad.write_text("no_such_key = 1\n")
+    for closed in (False, True):
+        r, w = os.pipe()
+        if closed:
+            os.close(r)
+        p = subprocess.run([str(HUBSVC), "run", "--config", str(bad)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=w, timeout=60)
+        os.close(w)
+        if not closed:
+            assert b"no_such_key" in os.read(r, 4096)
+            os.close(r)
+        assert p.returncode == 78, (closed, p.returncode)
