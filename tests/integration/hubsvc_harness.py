@@ -51,10 +51,20 @@ c.JupyterHub.load_roles = [{{
 '''
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port not handed out before in this test run: the kernel may give a
+    just-closed port again, and one instance's public and hub ports must differ."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free loopback port in 200 tries")
 
 
 class NotifyListener:

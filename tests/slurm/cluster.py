@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.integration.hubsvc_harness import free_port
+
 APT_PACKAGES = ("slurm-wlm", "munge", "sudo")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 HOSTS = Path("/etc/hosts")
@@ -75,12 +77,6 @@ def run(argv: list[str], timeout: float = 30, check: bool = True,
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} -> {r.returncode}: {r.stderr.strip() or r.stdout.strip()}")
     return r
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _installed(pkg: str) -> bool:
