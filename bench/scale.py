@@ -45,6 +45,7 @@ from tests.integration.hubsvc_harness import (  # noqa: E402
     Instance,
     free_port,
     new_root,
+    unit_watchdog_usec,
 )
 
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -287,6 +288,16 @@ def listing_cost(s: Setup, times: int = 5) -> None:
         for _ in range(times):
             s.ready_count(c)
         s.figures["hub_cpu_ms_per_listing"] = round((cpu_s(hub) - cpu0) / times * 1000, 1)
+        # the count the watches ask for (one row of one page), and the health check
+        for what, url, params in (
+                ("count", f"{s.hub}/hub/api/users", {"state": "ready", "limit": 1}),
+                ("health", f"{s.hub}/hub/health", {})):
+            cpu0 = cpu_s(hub)
+            for _ in range(times * 4):
+                c.get(url, params=params, headers={
+                    "Authorization": f"token {TEST_TOKEN}",
+                    "Accept": "application/jupyterhub-pagination+json"}).raise_for_status()
+            s.figures[f"hub_cpu_ms_per_{what}"] = round((cpu_s(hub) - cpu0) / (times * 4) * 1000, 1)
 
 
 def kill_chp(s: Setup, n: int) -> None:
@@ -333,6 +344,7 @@ def keep_log(src: Path, name: str) -> None:
 def run_hubsvc(n: int, port: int, idle_s: float, health: dict[str, Any]) -> dict[str, Any]:
     root = new_root("hubsvc-scale-")
     inst = Instance(root, hub_extra=STANDIN.format(repo=str(REPO), port=port),
+                    watchdog_usec=unit_watchdog_usec(),
                     overrides={"health": {"interval_s": 2.0, **health},
                                "restart": {"backoff_initial_s": 0.1, "backoff_max_s": 10.0}})
     s = HubsvcSetup(inst.start(timeout=120))

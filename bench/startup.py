@@ -30,7 +30,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.hubsvc_harness import Instance, new_root  # noqa: E402
+from tests.integration.hubsvc_harness import Instance, new_root, unit_watchdog_usec  # noqa: E402
 
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
@@ -62,16 +62,32 @@ def wait_ready_fine(inst: Instance, timeout: float) -> bool:
     return False
 
 
-def hubsvc_cold_start(inst: Instance) -> float:
+P1_STEPS = [("hubsvc logged `starting` (interpreter, imports, config, preflight)", "starting "),
+            ("CHP executed (component_started)", "component_started component=proxy"),
+            ("CHP's API answers (component_ready)", "component_ready component=proxy"),
+            ("hub executed (component_started)", "component_started component=hub"),
+            ("hub answers on its bind URL (component_ready)", "component_ready component=hub"),
+            ("chain proven (ready)", "ready url=")]
+
+
+def hubsvc_cold_start(inst: Instance, steps: dict[str, list[float]] | None = None) -> float:
+    tail = LogTail(inst.log_path) if steps is not None else None
     t0 = time.monotonic()
     inst.start(wait_ready=False)
     assert wait_ready_fine(inst, 120), inst.log_text()[-2000:]
     took = time.monotonic() - t0
+    if tail is not None and steps is not None:
+        time.sleep(0.1)
+        for name, needle in P1_STEPS:
+            at = tail.first(t0, needle)
+            if at is not None:
+                steps.setdefault(name, []).append(at - t0)
+        tail.close()
     inst.stop()
     return took
 
 
-def bare_start(inst: Instance) -> tuple[float, float]:
+def bare_start(inst: Instance, steps: dict[str, list[float]] | None = None) -> tuple[float, float]:
     """The same two programs started by a plain script; returns (total, hub exec->health)."""
     token = inst.secret("proxy_auth_token")
     env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": token,
@@ -92,6 +108,9 @@ def bare_start(inst: Instance) -> tuple[float, float]:
                                start_new_session=True)
         wait_200(f"{inst.hub}/hub/health")
         t1 = time.monotonic()
+        if steps is not None:
+            steps.setdefault("CHP's API answers", []).append(t_hub - t0)
+            steps.setdefault("hub answers on its bind URL", []).append(t1 - t0)
         return t1 - t0, t1 - t_hub
     finally:
         for p in (hub, chp):
@@ -124,12 +143,13 @@ class LogTail:
         self.path = path
         self.lines: list[tuple[float, str]] = []
         self._stop = threading.Event()
+        self._f = open(path, "a+", errors="replace")  # opened (at its end) before the start
+        self._f.seek(0, os.SEEK_END)
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
     def _run(self) -> None:
-        with open(self.path, errors="replace") as f:
-            f.seek(0, os.SEEK_END)
+        with self._f as f:
             buf = ""
             while not self._stop.is_set():
                 chunk = f.read()
@@ -178,7 +198,7 @@ def main() -> None:
                    check=True, stdout=subprocess.DEVNULL)
     # user servers kept on stop: the bare hub start P3 is compared with re-adopts the same
     # running server over the same database, as the restarted hub does
-    inst = Instance(new_root("hubsvc-bench-"),
+    inst = Instance(new_root("hubsvc-bench-"), watchdog_usec=unit_watchdog_usec(),
                     overrides={"health": {"interval_s": 2.0, "timeout_s": 1.0},
                                "hub": {"user_servers_on_stop": "keep"},
                                "restart": {"window_s": WINDOW_S}})
@@ -186,9 +206,11 @@ def main() -> None:
         # warm-up: creates the database, secrets and the generated config
         hubsvc_cold_start(inst)
         p1_hubsvc, p1_bare, bare_hub = [], [], []
+        p1_steps: dict[str, list[float]] = {}
+        p1_bare_steps: dict[str, list[float]] = {}
         for _ in range(args.runs):  # interleaved, so drift hits both alike
-            p1_hubsvc.append(hubsvc_cold_start(inst))
-            total, hub_only = bare_start(inst)
+            p1_hubsvc.append(hubsvc_cold_start(inst, p1_steps))
+            total, hub_only = bare_start(inst, p1_bare_steps)
             p1_bare.append(total)
             bare_hub.append(hub_only)
 
@@ -245,6 +267,11 @@ def main() -> None:
     r = med(p1_hubsvc) / med(p1_bare)
     print(f"P1 start->ready   hubsvc median {med(p1_hubsvc):.3f}s  bare {med(p1_bare):.3f}s  "
           f"ratio {r:.3f}  (goal <= 1.10)")
+    print("P1 where the time goes (median seconds after the start; log lines as they arrived):")
+    for name, xs in p1_steps.items():
+        print(f"   hubsvc: {name:<66} {med(xs):.3f}s")
+    for name, xs in p1_bare_steps.items():
+        print(f"   bare:   {name:<66} {med(xs):.3f}s")
     print(f"P2 CHP kill -> user route 200   median {med(p2):.3f}s  max {max(p2):.3f}s  (goal <= 1.0s)")
     print(f"P3 hub kill -> /hub/health 200 via proxy  median {med(p3):.3f}s  "
           f"bare hub start {med(bare_hub):.3f}s  difference {med(p3) - med(bare_hub):+.3f}s; "

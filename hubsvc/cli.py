@@ -125,12 +125,13 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     # they run every health interval for as long as hubsvc runs): nothing else hubsvc asks
     # of the hub or CHP can queue in front of them
     probe_client = loopback.Client()
+    answers = probes.ApiAnswers()  # the drift watch's table reads: CHP's API answers
     async with probes.LazyClient() as client, contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(probe_client.aclose)
 
         def build(c: Config) -> list[components.ComponentSpec]:
             generated = hubconfig.write(c, files)
-            return [components.proxy_spec(c, files, probe_client),
+            return [components.proxy_spec(c, files, probe_client, answers),
                     components.hub_spec(c, generated, probe_client)]
 
         async def reload() -> tuple[Config, list[components.ComponentSpec]]:
@@ -192,12 +193,14 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
         sup.periodic.append(_overrides_reporter(cfg))
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
         hub_token = secrets_mod.read(files.hub_api_token)
-        Watch(sup, client, hub_token).attach()
+        watch = Watch(sup, client, hub_token, answers)
+        watch.attach()
         if isinstance(sup.checks, HubChecks):  # a replaced CHP gets the table the watch read
             sup.checks.snapshot = lambda: routewatch.watch_for(sup.cfg).last_table
         # users' servers running as batch jobs: queued jobs show in `hubsvc status`
         sup.periodic.append(SchedulerWatch(client, cfg, hub_token, sup.extra_status,
-                                           on_change=sup.publish))
+                                           on_change=sup.publish,
+                                           count_client=watch.local_client))
         return await sup.run()
 
 

@@ -15,6 +15,8 @@ from urllib.parse import quote
 import httpx
 
 from .config import Config
+from .loopback import Client as LoopbackClient
+from .loopback import LoopbackError
 
 
 class HubAPIError(Exception):
@@ -56,16 +58,26 @@ async def iter_users(client: httpx.AsyncClient, cfg: Config, token: str, state: 
         offset = nxt.get("offset", offset + len(items))
 
 
-async def count_users(client: httpx.AsyncClient, cfg: Config, token: str, state: str) -> int:
+async def count_users(client: httpx.AsyncClient | LoopbackClient, cfg: Config, token: str,
+                      state: str) -> int:
     """How many users have a server in `state` ("ready" or "active"): one page of one
-    user, whatever the number of users (the hub counts in its database). Raises
-    httpx.HTTPError / ValueError."""
-    r = await client.get(api_url(cfg, "users"), params={"state": state, "limit": 1},
-                         headers={"Authorization": f"token {token}",
-                                  "Accept": "application/jupyterhub-pagination+json"},
-                         timeout=5.0)
-    r.raise_for_status()
-    return int(r.json()["_pagination"]["total"])
+    user, whatever the number of users (the hub counts in its database). `client`: httpx's,
+    or hubsvc's loopback client (the watches ask this for as long as hubsvc runs). Raises
+    HubAPIError, also when the hub does not answer."""
+    url = api_url(cfg, "users") + f"?state={quote(state, safe='')}&limit=1"
+    try:
+        r = await client.get(url, timeout=5.0,
+                             headers={"Authorization": f"token {token}",
+                                      "Accept": "application/jupyterhub-pagination+json"})
+    except (httpx.HTTPError, LoopbackError) as e:
+        raise HubAPIError(f"GET {url}: {type(e).__name__}: {e}") from None
+    if r.status_code != 200:
+        raise HubAPIError(f"GET {url}: HTTP {r.status_code}")
+    try:
+        return int(r.json()["_pagination"]["total"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise HubAPIError(f"GET {url}: no count in the answer ({type(e).__name__}: {e})") \
+            from None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ loopback client (loopback.py: a fraction of httpx's CPU per request)."""
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +116,22 @@ async def proxy_api(client: AnyClient, cfg: Config, token: str, timeout: float) 
     if r is not None and r.status_code == 403:
         return Result(False, "HTTP 403: CHP rejected hubsvc's token (another CHP on this port?)")
     return res
+
+
+class ApiAnswers:
+    """When CHP's API last answered hubsvc's token with 200, by origin. While hubsvc is
+    ready the drift watch reads CHP's table every health interval; the proxy's liveness
+    check then needs no request of its own to CHP's API (it still asks CHP's public port
+    every interval, which a hung CHP fails), so the API is asked once per interval."""
+
+    def __init__(self) -> None:
+        self._at: tuple[str, float] = ("", -math.inf)
+
+    def seen(self, origin: str) -> None:
+        self._at = (origin, time.monotonic())
+
+    def within(self, origin: str, seconds: float) -> bool:
+        return self._at[0] == origin and time.monotonic() - self._at[1] <= seconds
 
 
 async def proxy_public(client: AnyClient, cfg: Config, timeout: float) -> Result:

@@ -15,10 +15,15 @@ What the drift watch asks, and how often:
 - the hub is asked about a candidate's user only (`GET /hub/api/users/NAME`): a server the
   hub stopped is forgotten, a server still running is drift. CHP's table is read once more
   to rule out a route that was being replaced, then the hub re-syncs (`POST /hub/api/proxy`).
-- when a route in the table changed (users' activity alone is not a change), and every
-  `COUNT_EVERY_INTERVALS` intervals, the hub's count of users with a ready server (one
-  row of one page, whatever the number of users): a route that came and went between two
-  checks left nothing in CHP's table to compare with; the count shows it.
+- when a route in the table changed (users' activity alone is not a change), and once
+  `COUNT_EVERY_S` passed without any question to the hub, the hub's count of users with
+  a ready server (one row of one page, whatever the number of users): a route that came
+  and went between two checks left nothing in CHP's table to compare with; the count
+  shows it.
+- the two requests made for as long as hubsvc runs (CHP's table every interval, the
+  hub's count every minute) go through the kept-open loopback client the watch is given
+  (loopback.py); a successful read of CHP's table is also the proxy's proof that its API
+  answers hubsvc's token (probes.ApiAnswers), so CHP's API is asked once per interval.
 - the full listing of ready servers (paged) only at the first check, every
   `FULL_LISTING_S` (longer on a hub where the listing itself takes long, so that its cost
   stays a fixed small share of the hub's time), and when many users' routes change at
@@ -44,6 +49,7 @@ from . import routetable
 from .config import Config
 from .hubapi import api_url, count_users, iter_users, resync_routes
 from .loopback import Client as LoopbackClient
+from .probes import ApiAnswers
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
 
@@ -60,7 +66,8 @@ CHP_TIMEOUT_S = 3.0
 # compared without it (~0.2 ms for 1,000 routes), so activity alone asks nothing of the hub.
 _ACTIVITY = re.compile(rb'"last_activity":\s*"[^"]*"')
 COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this often …
-COUNT_EVERY_INTERVALS = 5  # … and at least every this many health intervals
+COUNT_EVERY_S = 60.0  # … and at least this often
+RECOUNT_MIN_INTERVALS = 5  # a count that differs lists every user at most this often …
 RECOUNT_COST_FACTOR = 100.0  # listings for a differing count: ~1 % of the hub's time at most
 
 
@@ -232,10 +239,11 @@ class DriftWatch:
         self._recount_at = -math.inf  # a listing for a count that differs: not before
         self._proxy_token: str | None = None
         self.hub_questions = 0  # requests to the hub so far (for tests and benchmarks)
-        # CHP's table is read every interval: the supervisor's watch gives it a kept-open
-        # connection of hubsvc's loopback client (a fraction of httpx's CPU per request);
-        # without one, the client each check is given serves CHP too
-        self.table_client: LoopbackClient | None = None
+        # CHP's table every interval and the hub's count every minute: the supervisor's
+        # watch gives kept-open connections of hubsvc's loopback client (a fraction of
+        # httpx's CPU per request); without one, the client each check is given serves
+        self.local_client: LoopbackClient | None = None
+        self.answers: ApiAnswers | None = None  # told of each table read that succeeded
 
     # ---- reading the two sides ---------------------------------------------------------
     async def _table_bytes(self, client: httpx.AsyncClient) -> bytes:
@@ -245,11 +253,14 @@ class DriftWatch:
             except OSError as e:
                 raise routetable.TableUnavailable(f"proxy token unreadable: {e}") from None
         try:
-            return await routetable.fetch_bytes(self.table_client or client, self.cfg,
+            body = await routetable.fetch_bytes(self.local_client or client, self.cfg,
                                                 self._proxy_token, CHP_TIMEOUT_S)
         except routetable.TableUnavailable:
             self._proxy_token = None  # re-read: the token file may have been replaced
             raise
+        if self.answers is not None:
+            self.answers.seen(self.cfg.api.origin)
+        return body
 
     async def _full_listing(self, client: httpx.AsyncClient, hub_token: str) -> None:
         # a hub too busy to answer is not asked again at the next interval, but a period
@@ -260,7 +271,7 @@ class DriftWatch:
         took = time.monotonic() - t0
         self.hub_questions += 1
         self.known = {normalise_spec(s.path): s for s in servers}
-        self._count_by = self.clock() + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
+        self._count_by = self.clock() + COUNT_EVERY_S
         self._next_full = self.clock() + max(self.full_listing_s,
                                              took * FULL_LISTING_COST_FACTOR)
 
@@ -297,7 +308,7 @@ class DriftWatch:
 
     # ---- one health interval ----------------------------------------------------------
     async def check(self, client: httpx.AsyncClient, hub_token: str) -> list[Drift]:
-        """Confirmed drifts. Raises httpx.HTTPError / TableUnavailable when the hub or CHP
+        """Confirmed drifts. Raises httpx.HTTPError / HubAPIError / TableUnavailable when the hub or CHP
         does not answer (what was learned is kept)."""
         body = await self._table_bytes(client)
         self.last_table = body
@@ -317,9 +328,9 @@ class DriftWatch:
             # trace in CHP's table, but the hub's count of users with a ready server then
             # differs from ours: asked when the table changed, and every few intervals.
             self._next_count = now + COUNT_MIN_GAP_S
-            self._count_by = now + COUNT_EVERY_INTERVALS * self.cfg.health.interval_s
+            self._count_by = now + COUNT_EVERY_S
             self.hub_questions += 1
-            if await count_users(client, self.cfg, hub_token, "ready") != \
+            if await count_users(self.local_client or client, self.cfg, hub_token, "ready") != \
                     len({s.user for s in self.known.values()}) and now >= self._recount_at:
                 # while hundreds of servers start, the count differs at nearly every
                 # check: list at most every few intervals (longer on a hub whose listing
@@ -327,7 +338,7 @@ class DriftWatch:
                 full = True
                 t0 = time.monotonic()
                 await self._full_listing(client, hub_token)
-                self._recount_at = now + max(COUNT_EVERY_INTERVALS * self.cfg.health.interval_s,
+                self._recount_at = now + max(RECOUNT_MIN_INTERVALS * self.cfg.health.interval_s,
                                              (time.monotonic() - t0) * RECOUNT_COST_FACTOR)
                 self._learn(table)
         drifts = self._compare(table)
@@ -380,10 +391,13 @@ async def check_routes(client: httpx.AsyncClient, cfg: Config, hub_token: str) -
 
 
 async def check_and_repair(client: httpx.AsyncClient, cfg: Config, hub_token: str,
-                           table_client: LoopbackClient | None = None) -> WatchResult:
+                           local_client: LoopbackClient | None = None,
+                           answers: ApiAnswers | None = None) -> WatchResult:
     """One health interval: find drift, repair at once, verify (see DriftWatch).
-    `table_client`: reads CHP's table instead of `client` (hubsvc's loopback client)."""
+    `local_client`: reads CHP's table and the hub's count instead of `client` (hubsvc's
+    loopback client); `answers`: told of each successful read of CHP's table."""
     w = watch_for(cfg)
-    if table_client is not None:
-        w.table_client = table_client
+    if local_client is not None:
+        w.local_client = local_client
+    w.answers = answers
     return await w.check_and_repair(client, hub_token)

@@ -24,6 +24,7 @@ from . import host
 from .commands import search_path
 from .config import Config
 from .hubapi import api_url, count_users, iter_users
+from .loopback import Client as LoopbackClient
 from .probes import Result
 
 if TYPE_CHECKING:
@@ -254,8 +255,12 @@ class SchedulerWatch:
 
     def __init__(self, client: httpx.AsyncClient, cfg: Config, hub_token: str,
                  status: dict[str, object], interval_s: float = 10.0, runner: Runner = run,
-                 on_change: Callable[[], object] | None = None):
+                 on_change: Callable[[], object] | None = None,
+                 count_client: LoopbackClient | None = None):
+        """`count_client`: a kept-open loopback client for the quiet count (asked for as
+        long as hubsvc runs); `client` otherwise."""
         self.client, self.cfg, self.token = client, cfg, hub_token
+        self.count_client = count_client
         self.status, self.interval_s, self.runner = status, interval_s, runner
         self.on_change = on_change
         self._next = -1e9
@@ -265,7 +270,8 @@ class SchedulerWatch:
         """No job id at the last listing, and the hub's count of active users the same."""
         if self._quiet is None or now >= self._quiet[1]:
             return False
-        return await count_users(self.client, self.cfg, self.token, "active") == self._quiet[0]
+        return await count_users(self.count_client or self.client, self.cfg, self.token,
+                                 "active") == self._quiet[0]
 
     async def __call__(self) -> None:
         now = time.monotonic()

@@ -235,12 +235,14 @@ class Supervisor:
         self.extra_status: dict[str, object] = {}
         self.reloader = reloader
         self.rollback = rollback
-        self.periodic: list[Callable[[], Awaitable[None]]] = []  # run every health interval
+        # run every health interval, right after the liveness probes (see _periodic)
+        self.periodic: list[Callable[[], Awaitable[None]]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []  # once, before the bring-up
         self.on_stop: list[Callable[[], None]] = []  # once, after everything stopped
         # loop state
         self._events: list[tuple[Any, ...]] = []
         self._wake = asyncio.Event()
+        self._probes_done = asyncio.Event()  # a round of liveness probes was applied
         self._stop = False
         self._give_up: GiveUp | None = None
         self._chain: asyncio.Task[None] | None = None
@@ -470,6 +472,8 @@ class Supervisor:
             comp.probe = None
             if comp.phase is Phase.UP:
                 self._probed(comp, ev[3])
+            if all(c.probe is None for c in self.components):
+                self._probes_done.set()
         elif kind == "stopped":
             if comp.phase is Phase.STOPPING:
                 comp.phase = Phase.DOWN
@@ -638,7 +642,12 @@ class Supervisor:
                     continue
                 self._start(c)
             elif c.phase is Phase.UP and c.probe is None and now >= c.next_probe_at:
-                c.probe = asyncio.create_task(self._probe_task(c, c.gen))
+                # every component due within half an interval is probed in this same
+                # wake-up: the probes fall into step, one wake-up per interval for all
+                for d in self.components:
+                    if (d.phase is Phase.UP and d.probe is None
+                            and d.next_probe_at <= now + self.cfg.health.interval_s / 2):
+                        d.probe = asyncio.create_task(self._probe_task(d, d.gen))
         if (proxy.phase is Phase.UP and hub.phase is Phase.UP and not self.ready
                 and self._chain is None):
             self._chain_key = (proxy.gen, hub.gen)
@@ -818,8 +827,15 @@ class Supervisor:
             self.publish(f"ready: {url}")
 
     async def _periodic(self) -> None:
+        """The periodic checks, once per health interval, right after a round of liveness
+        probes (their wake-up serves both; the drift watch's read of CHP's table then also
+        stands for the proxy's API check one interval later, see probes.ApiAnswers); after
+        1.5 intervals without probes, on their own."""
         while True:
-            await asyncio.sleep(self.cfg.health.interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.5 * self.cfg.health.interval_s):
+                    await self._probes_done.wait()
+            self._probes_done.clear()
             if not self.ready:
                 continue
             if self._followup_sync_at is not None and self._now() >= self._followup_sync_at:

@@ -35,11 +35,14 @@ KEEP_EPISODES = 10
 
 
 class Watch:
-    def __init__(self, sup: Supervisor, client: httpx.AsyncClient | None, hub_token: str):
+    def __init__(self, sup: Supervisor, client: httpx.AsyncClient | None, hub_token: str,
+                 answers: probes.ApiAnswers | None = None):
         self.sup = sup
         # `client` is accepted for callers that pass one; the watch uses a pool of its own
         self.client = probes.LazyClient()  # made at its first use, once the hub is up
-        self.table_client = loopback.Client()  # CHP's table, every interval: kept open, cheap
+        # CHP's table every interval, the hub's count every minute: kept open, cheap
+        self.local_client = loopback.Client()
+        self.answers = answers  # told of each table read (the proxy's API answered)
         self.hub_token = hub_token
         self.loops = loopwatch.LoopWatch()
         self.access = loopwatch.AccessLoops(base_path=sup.cfg.public.path)
@@ -120,7 +123,7 @@ class Watch:
 
     def stop(self) -> None:
         self.hub_log.close()
-        self.table_client.close()
+        self.local_client.close()
         try:
             asyncio.get_running_loop().create_task(self.client.aclose())
         except RuntimeError:
@@ -131,7 +134,8 @@ class Watch:
         if self.sup.by_name["hub"].state != "ready" or self.sup.by_name["proxy"].state != "ready":
             return
         result = await routewatch.check_and_repair(self.client, self.cfg, self.hub_token,
-                                                   table_client=self.table_client)
+                                                   local_client=self.local_client,
+                                                   answers=self.answers)
         for d in result.drifts:
             ev = d.event()
             ev.pop("event")

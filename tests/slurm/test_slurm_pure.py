@@ -182,11 +182,13 @@ class CountingClient:
 
     async def get(self, url: str, **kw: Any) -> Any:
         params = kw.get("params") or {}
-        counting = params.get("limit") == 1
+        counting = params.get("limit") == 1 or url.endswith("&limit=1")
         self.asked.append("count" if counting else "list")
         users = self.users
 
         class R:
+            status_code = 200
+
             def raise_for_status(self) -> None:
                 pass
 

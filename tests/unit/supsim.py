@@ -150,6 +150,7 @@ class World:
     routes_synced: int = 0
     replay_table: set[str] | None = None  # what replay_routes writes into a new CHP
     sync_failures: int = 0  # the next this many route syncs fail (the hub's API busy)
+    alive_probes: list[tuple[str, float]] = field(default_factory=list)  # (component, when)
 
     # ---- who answers on a port ------------------------------------------------------
     def alive(self, comp: str) -> list[FakeProc]:
@@ -242,9 +243,13 @@ class World:
         async def probe() -> probes.Result:
             return await self._answer(name)
 
+        async def alive() -> probes.Result:
+            self.alive_probes.append((name, asyncio.get_running_loop().time()))
+            return await self._answer(name)
+
         return ComponentSpec(name=name, argv=[name], env={}, cwd=Path("/"),
                              start_timeout_s=timeouts[0], stop_timeout_s=timeouts[1],
-                             ready=probe, alive=probe,
+                             ready=probe, alive=alive,
                              clean_exit_codes=frozenset({0, 2}) if name == "proxy" else frozenset({0}),
                              fingerprint=f"{name}-{fingerprint}")
 

@@ -231,6 +231,43 @@ def test_routes_written_back_into_a_new_proxy_wait_for_the_hubs_resync() -> None
     assert sim.world.sync_failures == 0
 
 
+def test_probes_and_periodic_checks_share_one_wake_up_per_interval() -> None:
+    """A restarted hub's probes start out of step with the proxy's: they fall into step,
+    and the periodic checks (the drift watch) run once per interval, right after them."""
+    sim = supsim.make(None)
+    interval = sim.cfg.health.interval_s
+    runs: list[float] = []
+
+    async def periodic() -> None:
+        runs.append(asyncio.get_running_loop().time())
+
+    sim.sup.periodic.append(periodic)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        runner = asyncio.create_task(sim.sup.run(install_signals=False))
+        t0 = loop.time()
+        loop.call_at(t0 + 30.3, lambda: sim.world.serving("hub").die(-9))  # type: ignore[union-attr]
+        await asyncio.sleep(150)
+        assert sim.sup.ready
+        sim.sup.request_stop()
+        assert await asyncio.wait_for(runner, 600) == 0
+        # the last minute: every probe round holds both components, at one instant
+        late = [(c, t) for c, t in sim.world.alive_probes if t >= t0 + 90]
+        times = sorted({t for _, t in late})
+        assert times and all({c for c, t2 in late if t2 == t} == {"proxy", "hub"} for t in times)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(interval <= g < 1.5 * interval for g in gaps), gaps
+        # one periodic run per round, at the round's own instant (nothing to wait for)
+        late_runs = [t for t in runs if times[0] <= t <= times[-1]]
+        assert len(late_runs) == len(times), (late_runs, times)
+        assert all(min(abs(r - t) for t in times) < 0.01 for r in late_runs)
+
+    with structlog.testing.capture_logs():
+        supsim.run(go())
+    assert sim.world.starts[-1][0] == "hub"  # the kill did restart the hub
+
+
 def test_both_killed_at_once_recover_within_budget() -> None:
     sim, out = run_schedule([Fault(10, "kill", "both")])
     check(sim, out)
