@@ -67,7 +67,7 @@ P1_STEPS = [("hubsvc logged `starting` (interpreter, imports, config, preflight)
             ("CHP's API answers (component_ready)", "component_ready component=proxy"),
             ("hub executed (component_started)", "component_started component=hub"),
             ("hub answers on its bind URL (component_ready)", "component_ready component=hub"),
-            ("chain proven (ready)", "ready url=")]
+            ("chain proven (ready)", "ready hub_pid=")]
 
 
 def hubsvc_cold_start(inst: Instance, steps: dict[str, list[float]] | None = None) -> float:

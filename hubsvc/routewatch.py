@@ -53,8 +53,10 @@ from .probes import ApiAnswers
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
 
-# A server whose route never reached CHP is found this late at worst (the hub's own
-# re-sync, every last_activity_interval = 300 s, also catches it) …
+# A server whose route never reached CHP is found by the hub's count of ready users (once a
+# minute) unless the count happens to match, and by the full listing this late at worst
+# (JupyterHub 6.1 itself checks its routes only at its start, and, managing CHP itself,
+# when CHP died: its periodic update_last_activity only reads the table) …
 FULL_LISTING_S = 60.0
 # … or later on a large hub: the listing's own duration times this, so that listing every
 # user keeps the hub busy at most ~0.1 % of the time whatever the number of users.

@@ -92,3 +92,24 @@ def test_admin_setting_owned_by_hubsvc_is_ignored_and_reported(make_hubsvc: Any)
     lines = [ln for ln in inst.log_text().splitlines() if ln.startswith("<4>owned_setting_ignored")]
     keys = sorted(ln.split("key=")[1].split()[0] for ln in lines)
     assert keys == ["JupyterHub.bind_url", "JupyterHub.cleanup_servers"], lines
+
+
+def test_chps_api_is_asked_once_per_interval(make_hubsvc: Any) -> None:
+    """While hubsvc is ready, the drift watch's read of CHP's table stands for the proxy's
+    API check (one request to CHP's API per health interval, not two). CHP at info level
+    logs each API request it answers."""
+    inst = make_hubsvc(overrides={"proxy": {"extra_args": ["--log-level", "info"]}})
+    interval = inst.settings()["health"]["interval_s"]
+
+    def api_reads() -> int:
+        return sum(1 for ln in inst.log_text().splitlines() if "GET /api/routes" in ln)
+
+    time.sleep(2)
+    n0, t0 = api_reads(), time.monotonic()
+    time.sleep(10)
+    n, elapsed = api_reads() - n0, time.monotonic() - t0
+    intervals = elapsed / interval
+    # one per interval at most (a loaded machine only stretches the intervals); two per
+    # interval before the drift watch's read counted for the liveness check
+    assert 0 < n <= intervals + 3, (n, intervals)
+    assert inst.status()["ready"] is True
