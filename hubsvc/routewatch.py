@@ -310,8 +310,8 @@ class DriftWatch:
 
     # ---- one health interval ----------------------------------------------------------
     async def check(self, client: httpx.AsyncClient, hub_token: str) -> list[Drift]:
-        """Confirmed drifts. Raises httpx.HTTPError / HubAPIError / TableUnavailable when the hub or CHP
-        does not answer (what was learned is kept)."""
+        """Confirmed drifts. Raises httpx.HTTPError / HubAPIError / TableUnavailable when
+        the hub or CHP does not answer (what was learned is kept)."""
         body = await self._table_bytes(client)
         self.last_table = body
         now = self.clock()
@@ -328,7 +328,7 @@ class DriftWatch:
         if not full and (changed or count_due) and now >= self._next_count:
             # A route the hub added and that vanished before this watch saw it leaves no
             # trace in CHP's table, but the hub's count of users with a ready server then
-            # differs from ours: asked when the table changed, and every few intervals.
+            # differs from ours: asked when the table changed, and once a minute.
             self._next_count = now + COUNT_MIN_GAP_S
             self._count_by = now + COUNT_EVERY_S
             self.hub_questions += 1
