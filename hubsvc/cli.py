@@ -191,6 +191,7 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             probe_client=probe_client,
         )
         sup.periodic.append(_overrides_reporter(cfg))
+        sup.periodic.append(_lost_lines_reporter(sup))
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
         hub_token = secrets_mod.read(files.hub_api_token)
         watch = Watch(sup, client, hub_token, answers)
@@ -202,6 +203,20 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                                            on_change=sup.publish,
                                            count_client=watch.local_client))
         return await sup.run()
+
+
+def _lost_lines_reporter(sup: Any) -> Any:
+    """`log_lines_lost` in status once hubsvc's stderr has lost lines (its reader gone:
+    the journal's stream, a pipe): what hubsvc did since is then only in status."""
+    from .logs import lost_lines
+
+    async def lost_log_lines() -> None:
+        n = lost_lines()
+        if n and n != sup.extra_status.get("log_lines_lost"):
+            sup.extra_status["log_lines_lost"] = n
+            sup.publish()
+
+    return lost_log_lines
 
 
 def _overrides_reporter(cfg: Config) -> Any:

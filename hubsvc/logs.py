@@ -147,6 +147,11 @@ class LossyStream:
         return getattr(self.stream, name)
 
 
+def lost_lines() -> int:
+    """Log lines lost so far because nobody read hubsvc's stderr (see LossyStream)."""
+    return int(getattr(sys.stderr, "lost", 0))
+
+
 def lossy(stream: TextIO) -> TextIO:
     return stream if isinstance(stream, LossyStream) else LossyStream(stream)  # type: ignore[return-value]
 

@@ -240,16 +240,16 @@ class SchedulerWatch:
     have an active server (one row, whatever their number; every QUIET_COUNT_S) and the
     listing is repeated when that count changed — a new batch server is a newly active
     user — or every QUIET_LISTING_S, longer on a hub whose listing takes long
-    (QUIET_COST_FACTOR times its duration: ~0.1 % of the hub's time), which finds a
+    (QUIET_COST_FACTOR times its duration: ~0.03 % of the hub's time), which finds a
     user's second server, and a batch server started as another stopped between two counts
     (the count unchanged). Worst case for a new job to show in `hubsvc status` while quiet:
-    the next listing, 60 s, or ~500 s on a hub of 1,000 active users. Only the status view
+    the next listing, 60 s, or ~15 min on a hub of 1,000 active users. Only the status view
     waits; no decision hubsvc takes depends on it."""
 
     COST_FACTOR = 100.0
     QUIET_COUNT_S = 30.0  # the count, while quiet: a newly active batch user shows within this
     QUIET_LISTING_S = 60.0
-    QUIET_COST_FACTOR = 1000.0
+    QUIET_COST_FACTOR = 3000.0
 
     __name__ = "scheduler_jobs"
 

@@ -52,6 +52,9 @@ def test_sigterm_stops_hubsvc_whose_stderr_pipe_is_closed(make_hubsvc: Any) -> N
     os.kill(chp, signal.SIGKILL)
     inst.wait_status(lambda s: s["components"]["proxy"]["pid"] not in (None, chp)
                      and s["ready"], 60)
+    # the lines about it were lost, and status says how many
+    st = inst.wait_status(lambda s: s.get("log_lines_lost", 0) > 0, 30)
+    assert st["ready"] is True
     inst.proc.send_signal(signal.SIGTERM)
     try:
         rc = inst.proc.wait(60)

@@ -283,10 +283,10 @@ def test_a_slow_listing_is_repeated_less_often(setup: Any) -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
     watch.full_listing_s = 60.0  # the default
     run(watch.check(client, "t"))
-    clock.t += 90  # past FULL_LISTING_S, not past 1000 x 0.1 s
+    clock.t += 90  # past FULL_LISTING_S, not past 3000 x 0.1 s
     run(watch.check(client, "t"))
     assert progs.hub_requests == ["GET /base/hub/api/users", "COUNT"]
-    clock.t += 20
+    clock.t += 220  # past 3000 x 0.1 s
     run(watch.check(client, "t"))
     assert progs.hub_requests == ["GET /base/hub/api/users", "COUNT", "GET /base/hub/api/users"]
 
