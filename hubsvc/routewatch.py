@@ -15,6 +15,10 @@ What the drift watch asks, and how often:
 - the hub is asked about a candidate's user only (`GET /hub/api/users/NAME`): a server the
   hub stopped is forgotten, a server still running is drift. CHP's table is read once more
   to rule out a route that was being replaced, then the hub re-syncs (`POST /hub/api/proxy`).
+- the hub's own log says when it adds a user's route ("Adding user NAME to proxy SPEC",
+  read from its log stream by the supervisor's watch, `hint()`): that route is expected
+  in CHP's table from then on, so a route that came and went before the next check is
+  found at that check like any other missing route (a question about that user only).
 - when a route in the table changed (users' activity alone is not a change), and once
   `COUNT_EVERY_S` passed without any question to the hub, the hub's count of users with
   a ready server (one row of one page, whatever the number of users): a route that came
@@ -41,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -72,6 +76,9 @@ COUNT_MIN_GAP_S = 1.0  # the hub's count of ready users is asked at most this of
 COUNT_EVERY_S = 60.0  # … and at least this often
 RECOUNT_MIN_INTERVALS = 5  # a count that differs lists every user at most this often …
 RECOUNT_COST_FACTOR = 100.0  # listings for a differing count: ~1 % of the hub's time at most
+# JupyterHub logs this (proxy.add_user) just before it writes a user's route into CHP
+_ADDING = re.compile(r"JupyterHub proxy:\d+\] Adding user (\S+) to proxy (/\S*) => ")
+HINT_S = 30.0  # a route the hub's log announced is expected this long, until seen in CHP
 
 
 @dataclass(frozen=True)
@@ -247,6 +254,9 @@ class DriftWatch:
         # httpx's CPU per request); without one, the client each check is given serves
         self.local_client: LoopbackClient | None = None
         self.answers: ApiAnswers | None = None  # told of each table read that succeeded
+        # routes the hub's log announced and CHP's table did not show yet: spec -> (the
+        # server, expected until)
+        self._hints: dict[str, tuple[Server, float]] = {}
 
     # ---- reading the two sides ---------------------------------------------------------
     async def _table_bytes(self, client: httpx.AsyncClient) -> bytes:
@@ -289,6 +299,34 @@ class DriftWatch:
             if normalise_spec(user_routespec(base, r.user, name)) == spec:
                 self.known[spec] = Server(r.user, name, spec)
 
+    def hint(self, line: str) -> bool:
+        """A line of the hub's own log: if it announces a user's route ("Adding user NAME
+        to proxy SPEC => TARGET"), expect that route in CHP's table from now on. True
+        when the line was such an announcement."""
+        m = _ADDING.search(line)
+        if m is None:
+            return False
+        user, spec = m.group(1), normalise_spec(m.group(2))
+        own = normalise_spec(user_routespec(self.cfg.public.path, user))
+        if spec == own:
+            name = ""
+        elif spec.startswith(own + "/"):
+            name = unquote(spec[len(own) + 1:])
+        else:
+            return False  # not where the hub routes that user's servers
+        self._hints[spec] = (Server(user, name, spec), self.clock() + HINT_S)
+        return True
+
+    def _take_hints(self, table: RouteTable) -> None:
+        """Announced routes become servers to expect; a route in CHP's table (learned
+        from it) or an old announcement is done with."""
+        now = self.clock()
+        for spec, (server, until) in list(self._hints.items()):
+            if table.get(spec) is not None or now > until:
+                del self._hints[spec]
+            else:
+                self.known.setdefault(spec, server)
+
     def _compare(self, table: RouteTable) -> list[Drift]:
         return hub_route_drift(table, self.cfg) + compare(self.known.values(), table)
 
@@ -307,6 +345,10 @@ class DriftWatch:
             for spec in [k for k, s in self.known.items() if s.user == user]:
                 if spec not in running:
                     del self.known[spec]  # the hub stopped it: its route went with it
+                    if spec in self._hints:  # announced, not ready yet: a little longer
+                        server, until = self._hints[spec]
+                        self._hints[spec] = (server, min(
+                            until, self.clock() + 2 * self.cfg.health.interval_s))
         return [d for d in drifts if not d.user or d.routespec in self.known]
 
     # ---- one health interval ----------------------------------------------------------
@@ -320,12 +362,13 @@ class DriftWatch:
         routes = _ACTIVITY.sub(b"", body)
         changed = routes != self._last_body
         count_due = now >= self._count_by
-        if not (changed or full or count_due):
+        if not (changed or full or count_due or self._hints):
             return []
         table = routetable.parse_bytes(body)
         if full:
             await self._full_listing(client, hub_token)
         self._learn(table)
+        self._take_hints(table)
         if not full and (changed or count_due) and now >= self._next_count:
             # A route the hub added and that vanished before this watch saw it leaves no
             # trace in CHP's table, but the hub's count of users with a ready server then

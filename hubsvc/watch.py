@@ -1,6 +1,7 @@
 """The supervisor's passive watch, run while everything is ready:
 
-- route drift: every health interval, the hub's running servers vs CHP's table (neither
+- route drift: every health interval, the hub's running servers vs CHP's table, routes
+  the hub's own log announces included (routewatch.DriftWatch.hint) (neither
   program logs these reads: CHP runs at warn level, and the generated hub config filters
   hubsvc's successful GETs out of the hub's log); drift is repaired at once (the hub
   re-syncs) and logged as one `route_drift` event per drift;
@@ -77,6 +78,9 @@ class Watch:
 
     # ---- redirect loops from the hub's own log -------------------------------------
     def feed(self, line: str) -> None:
+        # a route the hub announces is expected in CHP's table from now on (routewatch)
+        if routewatch.watch_for(self.cfg).hint(line):
+            return
         ep = self.loops.feed(line)
         if ep is not None:
             self._episode_ended(ep)

@@ -154,6 +154,11 @@ def test_base_path_wrong_user_drift_and_a_quiet_hub_log(make_hubsvc: Any,
     assert any("GET /base/hub/api/user (alice@" in m for _, m in loud), loud
     quiet = [m for lvl, m in records if lvl == "DEBUG" and "(hubsvc service)" in m]
     assert any("GET /base/hub/api/users" in m for m in quiet), quiet  # it did ask, quietly
+    # and seldom: in this minute of 0.5 s intervals (~120 reads of CHP's table), the
+    # count once a minute, the full listing once a minute, and what alice's stop and the
+    # unknown user's failure made it ask; never a listing or a count every few intervals
+    about_users = [m for m in quiet if "/hub/api/users" in m]
+    assert 1 <= len(about_users) <= 10, about_users
     # everything the hub said at INFO or above in that minute came from the test's requests
     others = [m for _, m in loud if "(hubsvc@" not in m and "alice" not in m
               and "(tests@" not in m]

@@ -330,6 +330,57 @@ def test_a_route_that_came_and_went_unseen_is_found_by_the_hubs_count(setup: Any
     assert progs.hub_requests == ["COUNT", "GET /base/hub/api/users"]
 
 
+ADDING = ("[I 2026-11-30 23:40:35.871 JupyterHub proxy:336] Adding user {user} to proxy "
+          "{spec} => http://127.0.0.1:9/")
+
+
+def test_a_route_the_hubs_log_announced_that_came_and_went_is_found_at_the_next_check(
+        setup: Any) -> None:
+    """The hub's log says it added carol's route; it was deleted before the next check:
+    that check finds it missing and asks the hub about carol only (not a minute later)."""
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    progs.hub_requests.clear()
+    progs.ready["carol"] = {""}
+    assert watch.hint(ADDING.format(user="carol", spec="/base/user/carol/"))
+    clock.t += 2
+    (d,) = run(watch.check(client, "t"))
+    assert (d.kind, d.user, d.routespec) == ("missing", "carol", "/base/user/carol")
+    assert progs.hub_requests == ["GET /base/hub/api/users/carol"]
+
+
+def test_an_announced_route_waits_for_a_server_not_ready_yet_and_then_expires(setup: Any) -> None:
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    progs.hub_requests.clear()
+    # named server "nb 2" of dan: announced while the hub still marks it pending
+    assert watch.hint(ADDING.format(user="dan", spec="/base/user/dan/nb%202/"))
+    found = []
+    for _ in range(4):
+        clock.t += 2
+        found += run(watch.check(client, "t"))
+    assert found == []  # not ready: no drift, no repair
+    asked = list(progs.hub_requests)
+    assert asked and set(asked) == {"GET /base/hub/api/users/dan"} and len(asked) <= 3
+    # then CHP shows nothing new and the hub is asked nothing more about dan
+    progs.hub_requests.clear()
+    for _ in range(3):
+        clock.t += 2
+        run(watch.check(client, "t"))
+    assert progs.hub_requests == []
+
+
+def test_only_the_hubs_own_announcement_is_a_hint(setup: Any) -> None:
+    _progs, watch, _client, _clock = setup
+    # a user's request that quotes the text, in the hub's access log
+    assert not watch.hint("[I 2026-11-30 23:40:35.871 JupyterHub log:192] 302 GET "
+                          "/base/hub/Adding%20user%20eve%20to%20proxy%20/base/user/bob/ => x")
+    # a route that is not where the hub routes that user's servers
+    assert not watch.hint(ADDING.format(user="eve", spec="/base/user/bob/"))
+    assert not watch.hint(ADDING.format(user="eve", spec="/user/eve/"))  # outside the base
+    assert watch.hint(ADDING.format(user="eve", spec="/base/user/eve/"))
+
+
 def test_an_unseen_route_is_found_by_the_periodic_count_with_no_change_in_chp(setup: Any) -> None:
     progs, watch, client, clock = setup
     run(watch.check(client, "t"))
