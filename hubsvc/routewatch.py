@@ -255,8 +255,8 @@ class DriftWatch:
         self.local_client: LoopbackClient | None = None
         self.answers: ApiAnswers | None = None  # told of each table read that succeeded
         # routes the hub's log announced and CHP's table did not show yet: spec -> (the
-        # server, expected until)
-        self._hints: dict[str, tuple[Server, float]] = {}
+        # server, announced at, expected until)
+        self._hints: dict[str, tuple[Server, float, float]] = {}
 
     # ---- reading the two sides ---------------------------------------------------------
     async def _table_bytes(self, client: httpx.AsyncClient) -> bytes:
@@ -314,18 +314,24 @@ class DriftWatch:
             name = unquote(spec[len(own) + 1:])
         else:
             return False  # not where the hub routes that user's servers
-        self._hints[spec] = (Server(user, name, spec), self.clock() + HINT_S)
+        now = self.clock()
+        self._hints[spec] = (Server(user, name, spec), now, now + HINT_S)
         return True
 
     def _take_hints(self, table: RouteTable) -> None:
-        """Announced routes become servers to expect; a route in CHP's table (learned
-        from it) or an old announcement is done with."""
+        """Announced routes become servers to expect once the hub has had half an interval
+        to write them (it logs just before), a few per check (each missing one costs a
+        question); a route in CHP's table (learned from it) or an old announcement is done
+        with."""
         now = self.clock()
-        for spec, (server, until) in list(self._hints.items()):
+        taken = 0
+        for spec, (server, at, until) in sorted(self._hints.items(), key=lambda kv: kv[1][1]):
             if table.get(spec) is not None or now > until:
                 del self._hints[spec]
-            else:
-                self.known.setdefault(spec, server)
+            elif (now - at >= self.cfg.health.interval_s / 2 and spec not in self.known
+                    and taken < MAX_USER_QUESTIONS // 2):
+                self.known[spec] = server
+                taken += 1
 
     def _compare(self, table: RouteTable) -> list[Drift]:
         return hub_route_drift(table, self.cfg) + compare(self.known.values(), table)
@@ -346,8 +352,8 @@ class DriftWatch:
                 if spec not in running:
                     del self.known[spec]  # the hub stopped it: its route went with it
                     if spec in self._hints:  # announced, not ready yet: a little longer
-                        server, until = self._hints[spec]
-                        self._hints[spec] = (server, min(
+                        server, at, until = self._hints[spec]
+                        self._hints[spec] = (server, at, min(
                             until, self.clock() + 2 * self.cfg.health.interval_s))
         return [d for d in drifts if not d.user or d.routespec in self.known]
 

@@ -370,6 +370,24 @@ def test_an_announced_route_waits_for_a_server_not_ready_yet_and_then_expires(se
     assert progs.hub_requests == []
 
 
+def test_many_announcements_at_once_cost_a_few_questions_per_check(setup: Any) -> None:
+    """A spawn storm: ten routes announced, none in CHP yet at the next check. Each check
+    asks about a few of those users, never a listing of every user."""
+    progs, watch, client, clock = setup
+    run(watch.check(client, "t"))
+    progs.hub_requests.clear()
+    for i in range(10):
+        progs.ready[f"s{i}"] = {""}
+        watch.hint(ADDING.format(user=f"s{i}", spec=f"/base/user/s{i}/"))
+    clock.t += 0.5  # too soon: the hub writes the route just after it logs
+    run(watch.check(client, "t"))
+    assert progs.hub_requests == []
+    clock.t += 2
+    found = run(watch.check(client, "t"))
+    assert len(found) == 4 and "GET /base/hub/api/users" not in progs.hub_requests
+    assert len(progs.hub_requests) == 4
+
+
 def test_only_the_hubs_own_announcement_is_a_hint(setup: Any) -> None:
     _progs, watch, _client, _clock = setup
     # a user's request that quotes the text, in the hub's access log
