@@ -206,14 +206,17 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
 
 
 def _lost_lines_reporter(sup: Any) -> Any:
-    """`log_lines_lost` in status once hubsvc's stderr has lost lines (its reader gone:
-    the journal's stream, a pipe): what hubsvc did since is then only in status."""
+    """Status again when hubsvc's stderr lost more lines (its reader gone: the journal's
+    stream, a pipe) while nothing else changed; every status carries the count
+    (`log_lines_lost`, Supervisor.publish)."""
     from .logs import lost_lines
+
+    published = [0]
 
     async def lost_log_lines() -> None:
         n = lost_lines()
-        if n and n != sup.extra_status.get("log_lines_lost"):
-            sup.extra_status["log_lines_lost"] = n
+        if n != published[0]:
+            published[0] = n
             sup.publish()
 
     return lost_log_lines

@@ -81,7 +81,7 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: probes.AnyClient,
     async def api_alive() -> probes.Result:
         # the drift watch's read comes once per interval, right after this check: a
         # little more than one interval old when this check runs again
-        if answers is not None and answers.within(cfg.api.origin, 1.5 * cfg.health.interval_s):
+        if answers is not None and answers.take(cfg.api.origin, 1.5 * cfg.health.interval_s):
             return probes.Result(True, "CHP's API answered the drift watch")
         return await api_ok()
 

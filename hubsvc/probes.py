@@ -107,7 +107,7 @@ def _auth(token: str) -> dict[str, str]:
 
 # CHP answers `inactive_since` with only the routes idle since then: none since 1970. The
 # probe still needs the token (403 without) and the API's answer, but not a table that
-# grows with every user's server (~0.2 MB at 1,000), twice an interval.
+# grows with every user's server (~0.2 MB at 1,000): the drift watch reads that already.
 _NO_ROUTES = "api/routes?inactive_since=1970-01-01T00:00:00.000Z"
 
 
@@ -119,10 +119,11 @@ async def proxy_api(client: AnyClient, cfg: Config, token: str, timeout: float) 
 
 
 class ApiAnswers:
-    """When CHP's API last answered hubsvc's token with 200, by origin. While hubsvc is
-    ready the drift watch reads CHP's table every health interval; the proxy's liveness
-    check then needs no request of its own to CHP's API (it still asks CHP's public port
-    every interval, which a hung CHP fails), so the API is asked once per interval."""
+    """When CHP's API last answered hubsvc's token with 200 within the liveness timeout,
+    by origin. While hubsvc is ready the drift watch reads CHP's table every health
+    interval; the proxy's liveness check then needs no request of its own to CHP's API
+    (it still asks CHP's public port every interval, which a hung CHP fails), so the API
+    is asked once per interval. Each answer stands for one liveness check only."""
 
     def __init__(self) -> None:
         self._at: tuple[str, float] = ("", -math.inf)
@@ -130,8 +131,10 @@ class ApiAnswers:
     def seen(self, origin: str) -> None:
         self._at = (origin, time.monotonic())
 
-    def within(self, origin: str, seconds: float) -> bool:
-        return self._at[0] == origin and time.monotonic() - self._at[1] <= seconds
+    def take(self, origin: str, seconds: float) -> bool:
+        """Was there an answer from `origin` within `seconds`? It is used up either way."""
+        at, self._at = self._at, ("", -math.inf)
+        return at[0] == origin and time.monotonic() - at[1] <= seconds
 
 
 async def proxy_public(client: AnyClient, cfg: Config, timeout: float) -> Result:

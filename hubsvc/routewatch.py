@@ -19,8 +19,8 @@ What the drift watch asks, and how often:
   read from its log stream by the supervisor's watch, `hint()`): that route is expected
   in CHP's table from then on, so a route that came and went before the next check is
   found at that check like any other missing route (a question about that user only).
-- when a route in the table changed (users' activity alone is not a change), and once
-  `COUNT_EVERY_S` passed without any question to the hub, the hub's count of users with
+- when a route in the table changed (users' activity alone is not a change), and at
+  least every `COUNT_EVERY_S` (a full listing counts as one), the hub's count of users with
   a ready server (one row of one page, whatever the number of users): a route that came
   and went between two checks left nothing in CHP's table to compare with; the count
   shows it.
@@ -265,13 +265,16 @@ class DriftWatch:
                 self._proxy_token = read(SecretFiles.in_dir(self.cfg.paths.state_dir).proxy_token)
             except OSError as e:
                 raise routetable.TableUnavailable(f"proxy token unreadable: {e}") from None
+        t0 = time.monotonic()
         try:
             body = await routetable.fetch_bytes(self.local_client or client, self.cfg,
                                                 self._proxy_token, CHP_TIMEOUT_S)
         except routetable.TableUnavailable:
             self._proxy_token = None  # re-read: the token file may have been replaced
             raise
-        if self.answers is not None:
+        # it stands for the proxy's liveness check of the API only if it was as quick as
+        # that check must be
+        if self.answers is not None and time.monotonic() - t0 <= self.cfg.health.timeout_s:
             self.answers.seen(self.cfg.api.origin)
         return body
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from . import probes, status
+from . import logs, probes, status
 from .components import ComponentSpec
 from .config import Config, ConfigError
 from .hubapi import HubAPI, HubAPIError
@@ -284,6 +284,9 @@ class Supervisor:
             "components": {c.name: c.to_json() for c in self.components},
             **self.extra_status,
         }
+        lost = logs.lost_lines()
+        if lost:  # whoever read hubsvc's stderr has gone: its log is incomplete
+            doc["log_lines_lost"] = lost
         try:
             self._write_status(self.cfg.paths.runtime_dir, doc)
         except OSError as e:
@@ -472,7 +475,9 @@ class Supervisor:
             comp.probe = None
             if comp.phase is Phase.UP:
                 self._probed(comp, ev[3])
-            if all(c.probe is None for c in self.components):
+            # the periodic checks follow the proxy's probe (the drift watch's read of
+            # CHP's table stands for the next one), or a round with no proxy probe
+            if comp.name == "proxy" or all(c.probe is None for c in self.components):
                 self._probes_done.set()
         elif kind == "stopped":
             if comp.phase is Phase.STOPPING:
