@@ -242,7 +242,7 @@ class Supervisor:
         # loop state
         self._events: list[tuple[Any, ...]] = []
         self._wake = asyncio.Event()
-        self._probes_done = asyncio.Event()  # a round of liveness probes was applied
+        self._probes_done = asyncio.Event()  # the proxy's liveness probe was applied
         self._stop = False
         self._give_up: GiveUp | None = None
         self._chain: asyncio.Task[None] | None = None
@@ -476,8 +476,9 @@ class Supervisor:
             if comp.phase is Phase.UP:
                 self._probed(comp, ev[3])
             # the periodic checks follow the proxy's probe (the drift watch's read of
-            # CHP's table stands for the next one), or a round with no proxy probe
-            if comp.name == "proxy" or all(c.probe is None for c in self.components):
+            # CHP's table stands for the next one); without a proxy probe they run on
+            # their own every 1.5 intervals (_periodic)
+            if comp.name == "proxy":
                 self._probes_done.set()
         elif kind == "stopped":
             if comp.phase is Phase.STOPPING:
@@ -832,10 +833,10 @@ class Supervisor:
             self.publish(f"ready: {url}")
 
     async def _periodic(self) -> None:
-        """The periodic checks, once per health interval, right after a round of liveness
-        probes (their wake-up serves both; the drift watch's read of CHP's table then also
+        """The periodic checks, once per health interval, right after the proxy's liveness
+        probe (one wake-up serves both; the drift watch's read of CHP's table then also
         stands for the proxy's API check one interval later, see probes.ApiAnswers); after
-        1.5 intervals without probes, on their own."""
+        1.5 intervals without one, on their own."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.5 * self.cfg.health.interval_s):
