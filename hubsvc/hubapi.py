@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from .config import Config
 from .loopback import Client as LoopbackClient
-from .loopback import LoopbackError
+from .loopback import request_errors
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class HubAPIError(Exception):
@@ -69,7 +70,7 @@ async def count_users(client: httpx.AsyncClient | LoopbackClient, cfg: Config, t
         r = await client.get(url, timeout=5.0,
                              headers={"Authorization": f"token {token}",
                                       "Accept": "application/jupyterhub-pagination+json"})
-    except (httpx.HTTPError, LoopbackError) as e:
+    except request_errors() as e:
         raise HubAPIError(f"GET {url}: {type(e).__name__}: {e}") from None
     if r.status_code != 200:
         raise HubAPIError(f"GET {url}: HTTP {r.status_code}")
@@ -107,7 +108,7 @@ class HubAPI:
             r = await self.client.request(
                 method, self.base + path, headers=self.headers, timeout=self.timeout, **kw
             )
-        except httpx.HTTPError as e:
+        except request_errors() as e:
             raise HubAPIError(f"{method} {path}: {type(e).__name__}: {e}") from None
         if r.status_code >= 400:
             raise HubAPIError(f"{method} {path}: HTTP {r.status_code} {r.text[:200]}")
@@ -125,7 +126,7 @@ class HubAPI:
                 for name, s in (u.get("servers") or {}).items():
                     out.append(Server(u["name"], name, s.get("url", ""), bool(s.get("ready")),
                                       s.get("pending")))
-        except (httpx.HTTPError, ValueError) as e:
+        except (*request_errors(), ValueError) as e:
             raise HubAPIError(f"GET users: {type(e).__name__}: {e}") from None
         return out
 

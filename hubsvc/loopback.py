@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -39,6 +40,15 @@ MAX_CACHED_REQUESTS = 64  # the probes' few requests; reads only (a write is not
 
 class LoopbackError(Exception):
     """The request got no complete answer; the message says why, for a person."""
+
+
+def request_errors() -> tuple[type[Exception], ...]:
+    """What a failed request raises, for `except request_errors():` — this client's
+    errors, and httpx's once httpx is loaded (a request made with httpx loaded it).
+    httpx is not imported before CHP's exec in `hubsvc run` (~50 ms): the modules on that
+    path name its errors through this, evaluated only when an exception is raised."""
+    httpx = sys.modules.get("httpx")
+    return (LoopbackError, httpx.HTTPError) if httpx is not None else (LoopbackError,)
 
 
 class LoopbackTimeout(LoopbackError):

@@ -7,17 +7,16 @@ loopback client (loopback.py: a fraction of httpx's CPU per request)."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from . import routetable
 from .config import Config
 from .hubapi import hub_url
 from .loopback import Client as LoopbackClient
-from .loopback import LoopbackConnectError, LoopbackError, LoopbackTimeout
+from .loopback import LoopbackConnectError, LoopbackError, LoopbackTimeout, request_errors
 from .routetable import RouteTable
 
 
@@ -30,7 +29,15 @@ class Result:
         return self.ok
 
 
+if TYPE_CHECKING:
+    import httpx
+
+    AnyClient = httpx.AsyncClient | LoopbackClient
+
+
 def new_client() -> httpx.AsyncClient:
+    import httpx  # here, not with this module: see loopback.request_errors
+
     # trust_env=False: an admin's http_proxy must never capture loopback probes.
     # verify=False: probes reach our own listeners on loopback, by address.
     return httpx.AsyncClient(trust_env=False, verify=False, follow_redirects=False)
@@ -70,8 +77,6 @@ class LazyClient:
         await self.aclose()
 
 
-AnyClient = httpx.AsyncClient | LoopbackClient
-
 
 def failure_text(e: Exception, timeout: float) -> str:
     """A failed request in a few words: "timed out after 1.5s", "connection refused" …"""
@@ -81,9 +86,10 @@ def failure_text(e: Exception, timeout: float) -> str:
         return str(e) if str(e) == "connection refused" else f"cannot connect ({e})"
     if isinstance(e, LoopbackError):
         return str(e)
-    if isinstance(e, httpx.TimeoutException):
+    httpx = sys.modules.get("httpx")  # loaded if an httpx client made the request
+    if httpx is not None and isinstance(e, httpx.TimeoutException):
         return f"timed out after {timeout:g}s"
-    if isinstance(e, httpx.ConnectError):
+    if httpx is not None and isinstance(e, httpx.ConnectError):
         return "connection refused" if "refused" in str(e).lower() else f"cannot connect ({e})"
     return f"{type(e).__name__}: {e}"
 
@@ -96,7 +102,7 @@ async def get(client: AnyClient, url: str, timeout: float,
               headers: dict[str, str] | None = None) -> tuple[Result, Any]:
     try:
         r = await client.get(url, timeout=timeout, headers=headers)
-    except (httpx.HTTPError, LoopbackError) as e:
+    except request_errors() as e:
         return _failure(e, timeout), None
     return Result(r.status_code == 200, f"HTTP {r.status_code}"), r
 

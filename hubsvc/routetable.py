@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from .config import Config
 from .loopback import Client as LoopbackClient
-from .loopback import LoopbackError
+from .loopback import request_errors
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class TableUnavailable(Exception):
@@ -141,7 +142,7 @@ async def fetch_bytes(client: httpx.AsyncClient | LoopbackClient, cfg: Config, t
     try:
         r = await client.get(cfg.api.url("api/routes"), timeout=timeout,
                              headers={"Authorization": f"token {token}"})
-    except (httpx.HTTPError, LoopbackError) as e:
+    except request_errors() as e:
         raise TableUnavailable(f"GET {cfg.api.url('api/routes')}: {type(e).__name__}: {e}") \
             from None
     if r.status_code == 403:

@@ -44,10 +44,8 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
-
-import httpx
 
 from . import routetable
 from .config import Config
@@ -56,6 +54,9 @@ from .loopback import Client as LoopbackClient
 from .probes import ApiAnswers
 from .routetable import RouteTable, normalise_spec, user_routespec
 from .secrets import SecretFiles, read
+
+if TYPE_CHECKING:
+    import httpx
 
 # A server whose route never reached CHP is found by the hub's count of ready users (once a
 # minute) unless the count happens to match, and by the full listing this late at worst

@@ -21,15 +21,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from . import loopback, loopwatch, probes, routetable, routewatch
 from .config import Config
 from .hublog import HubLog
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("hubsvc")
 KEEP_EPISODES = 10

@@ -32,6 +32,46 @@ def test_run_path_does_not_import_the_loop_probe() -> None:
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_run_path_does_not_import_httpx_before_chp_is_executed() -> None:
+    """httpx (~50 ms to import) is loaded at the first request made with it, after READY:
+    not by anything `hubsvc run` imports before it executes CHP."""
+    code = (
+        "import sys\n"
+        "from hubsvc import cli\n"
+        "cli.build_parser(probe_options=False)\n"
+        "from hubsvc import (components, hubapi, hubconfig, loopback, notify, probes,\n"
+        "    routetable, routewatch, secrets, slurm, supervisor, tls, watch)\n"
+        "from hubsvc.launch import process\n"
+        "print('httpx' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_failed_request_is_caught_whichever_client_made_it() -> None:
+    """`except request_errors()` catches the loopback client's errors before httpx is
+    loaded, and httpx's once it is."""
+    import asyncio
+
+    import httpx
+
+    from hubsvc.loopback import LoopbackError, request_errors
+    from hubsvc.probes import failure_text
+
+    assert set(request_errors()) == {LoopbackError, httpx.HTTPError}
+
+    async def refused() -> str:
+        async with httpx.AsyncClient(trust_env=False) as c:
+            try:
+                await c.get("http://127.0.0.1:9/", timeout=1)
+            except request_errors() as e:
+                return failure_text(e, 1)
+        return "no error"
+
+    assert asyncio.run(refused()).startswith(("connection refused", "cannot connect")), \
+        "the refused request was not caught as a request error"
+
+
 def test_probe_spawn_keeps_its_options() -> None:
     p = cli.build_parser()
     args = p.parse_args(["probe-spawn", "--user", "ann", "--json"])
