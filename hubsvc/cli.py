@@ -51,7 +51,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(launcher, Problem):
         _print_problems([launcher], str(cfg.source))
         return EX_CONFIG
-    survival.warn_in_background(cfg, launcher)
     skip: set[str] = set()
     if host.started_by_systemd():
         # component units still running (the proxy kept across `systemctl restart hubsvc`)
@@ -190,6 +189,9 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             rollback=rollback,
             probe_client=probe_client,
         )
+        # whether users' servers outlive hubsvc's actions (another Python loading the
+        # admin's config): once ready, not while CHP and the hub start
+        sup.on_ready.append(lambda: survival.warn_in_background(cfg, launcher_name))
         sup.periodic.append(_overrides_reporter(cfg))
         sup.periodic.append(_lost_lines_reporter(sup))
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload

@@ -239,6 +239,7 @@ class Supervisor:
         self.periodic: list[Callable[[], Awaitable[None]]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []  # once, before the bring-up
         self.on_stop: list[Callable[[], None]] = []  # once, after everything stopped
+        self.on_ready: list[Callable[[], None]] = []  # once, at the first READY
         # loop state
         self._events: list[tuple[Any, ...]] = []
         self._wake = asyncio.Event()
@@ -829,6 +830,8 @@ class Supervisor:
                      startup_s=round(time.time() - self.started_at, 3))
             self.notify.ready(f"ready: {url}")
             self.publish()
+            for hook in self.on_ready:
+                hook()
         elif self._reload is None:
             self.publish(f"ready: {url}")
 
