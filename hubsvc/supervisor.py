@@ -240,6 +240,9 @@ class Supervisor:
         self.on_start: list[Callable[[], Awaitable[None]]] = []  # once, before the bring-up
         self.on_stop: list[Callable[[], None]] = []  # once, after everything stopped
         self.on_ready: list[Callable[[], None]] = []  # once, at the first READY
+        # at each reload's outcome, before its status is published (status blocks that
+        # describe what a reload may have changed, e.g. the certificate CHP now serves)
+        self.on_reload_end: list[Callable[[], None]] = []
         # loop state
         self._events: list[tuple[Any, ...]] = []
         self._wake = asyncio.Event()
@@ -979,6 +982,11 @@ class Supervisor:
         self.extra_status["last_reload"] = {
             "id": txn.id, "started_at": txn.started_at, "at": time.time(), "outcome": outcome,
             "ok": outcome == "applied", "restarted": [], **extra}
+        for hook in self.on_reload_end:
+            try:
+                hook()
+            except Exception as e:  # a status block must never take the supervisor down
+                log.warning("status_refresh_failed", error=f"{type(e).__name__}: {e}")
 
     # ---- stopping -----------------------------------------------------------------
     async def _terminate(self, comp: Component, h: Handle | None, kill_now: bool = False) -> None:

@@ -233,19 +233,26 @@ class SourceWatch:
         self._reload = reload or _reload_self
         self.__name__ = "tls_source_watch"
 
-    async def __call__(self) -> None:
+    def refresh(self) -> bool:
+        """The `tls` status block from the certificate on disk now; True if it changed."""
         cfg: Config = self.sup.cfg  # type: ignore[attr-defined]
         extra: dict[str, object] = self.sup.extra_status  # type: ignore[attr-defined]
         doc = status_doc(cfg)
         if doc is not None and self.acme_state:
             doc["acme"] = {k: self.acme_state.get(k) for k in
                            ("last_error", "next_attempt_at", "last_success_at", "failures")}
-        if doc != extra.get("tls"):
-            if doc is None:
-                extra.pop("tls", None)
-            else:
-                extra["tls"] = doc
+        if doc == extra.get("tls"):
+            return False
+        if doc is None:
+            extra.pop("tls", None)
+        else:
+            extra["tls"] = doc
+        return True
+
+    async def __call__(self) -> None:
+        if self.refresh():
             self.sup.publish()  # type: ignore[attr-defined]
+        cfg: Config = self.sup.cfg  # type: ignore[attr-defined]
         if self._clock() < self._next:
             return
         self._next = self._clock() + self.every_s
@@ -294,4 +301,8 @@ def attach(sup: object) -> None:
         from . import acme
 
         acme_state = acme.attach(sup).state
-    sup.periodic.append(SourceWatch(sup, acme_state=acme_state))  # type: ignore[attr-defined]
+    watch = SourceWatch(sup, acme_state=acme_state)
+    sup.periodic.append(watch)  # type: ignore[attr-defined]
+    # a reload's outcome is published with the certificate CHP serves from then on, not
+    # the one before it (the periodic refresh comes up to an interval later)
+    sup.on_reload_end.append(watch.refresh)  # type: ignore[attr-defined]
