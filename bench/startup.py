@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -62,8 +63,9 @@ def wait_ready_fine(inst: Instance, timeout: float) -> bool:
     return False
 
 
-P1_STEPS = [("hubsvc logged `starting` (interpreter, imports, config, preflight)", "starting "),
-            ("CHP executed (component_started)", "component_started component=proxy"),
+P1_STEPS = [("CHP executed (interpreter, imports, config, preflight: component_started "
+             "less its head_start_s)", "component_started component=proxy"),
+            ("hubsvc logged `starting` (supervisor loaded)", "starting "),
             ("CHP's API answers (component_ready)", "component_ready component=proxy"),
             ("hub executed (component_started)", "component_started component=hub"),
             ("hub answers on its bind URL (component_ready)", "component_ready component=hub"),
@@ -81,6 +83,8 @@ def hubsvc_cold_start(inst: Instance, steps: dict[str, list[float]] | None = Non
         for name, needle in P1_STEPS:
             at = tail.first(t0, needle)
             if at is not None:
+                if name.startswith("CHP executed"):  # executed before it was logged
+                    at -= tail.field(t0, needle, "head_start_s") or 0.0
                 steps.setdefault(name, []).append(at - t0)
         tail.close()
     inst.stop()
@@ -163,6 +167,12 @@ class LogTail:
 
     def first(self, after: float, needle: str) -> float | None:
         return next((t for t, ln in self.lines if t >= after and needle in ln), None)
+
+    def field(self, after: float, needle: str, key: str) -> float | None:
+        """A numeric key=value of the first line holding `needle`."""
+        line = next((ln for t, ln in self.lines if t >= after and needle in ln), "")
+        m = re.search(rf"\b{key}=([0-9.]+)", line)
+        return float(m.group(1)) if m else None
 
     def close(self) -> None:
         self._stop.set()

@@ -4,13 +4,12 @@ subcommand parses its arguments and calls the module that does the work."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from typing import Any
 
-from . import __version__, config, host, preflight, status, survival
+from . import __version__, config, host, preflight
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
 from .doctor.finding import problems_text
@@ -38,12 +37,14 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 # ---- run ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    """Everything is checked before anything starts; then CHP is executed at once, and
+    the supervisor (its event loop, probes, watches) is loaded while CHP starts."""
     import faulthandler
 
     from . import logs
+    from . import secrets as secrets_mod
 
     faulthandler.enable()  # a watchdog abort (SIGABRT) leaves the stack in the journal
-    mode = logs.configure(args.log_level)
     cfg = _load(args)
     if cfg is None:
         return EX_CONFIG
@@ -51,12 +52,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(launcher, Problem):
         _print_problems([launcher], str(cfg.source))
         return EX_CONFIG
+    launcher_name, fallback_reason = launcher
+    log_mode = logs.choose_mode()
+    configured = False
     skip: set[str] = set()
     if host.started_by_systemd():
         # component units still running (the proxy kept across `systemctl restart hubsvc`)
         from .launch.systemd import units_at_start
 
-        skip = units_at_start(launcher)
+        logs.configure(args.log_level, mode=log_mode)  # it may log what it stops
+        configured = True
+        skip = units_at_start(launcher_name)
     from . import tls
 
     problems = preflight.run_problems(cfg) + tls.preflight_problems(cfg)
@@ -64,31 +70,77 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         _print_problems(problems, str(cfg.source))
         return EX_CONFIG
-    return asyncio.run(_run(cfg, launcher, log_mode=mode))
+    try:
+        files, created = secrets_mod.ensure(cfg.paths.state_dir)
+    except secrets_mod.SecretRefused as e:
+        _print_problems([Problem("paths.state_dir", f"{e.path} {e.message}", e.fix)],
+                        str(cfg.source))
+        return EX_CONFIG
+    except OSError as e:
+        _print_problems([Problem("paths.state_dir", f"cannot create secrets: {e}",
+                                 "give the account that runs hubsvc ownership of the state "
+                                 "directory")], str(cfg.source))
+        return EX_CONFIG
+    head = None
+    if launcher_name == "process":
+        try:
+            head = _head_start(cfg, files, log_mode)
+        except ConfigError as e:
+            _print_problems(e.problems, str(cfg.source))
+            return EX_CONFIG
+    import asyncio
+
+    if not configured:
+        logs.configure(args.log_level, mode=log_mode)
+    return asyncio.run(_run(cfg, launcher_name, log_mode, files, created, head,
+                            fallback_reason))
 
 
-def _choose_launcher(cfg: Config) -> str | Problem:
+def _choose_launcher(cfg: Config) -> tuple[str, str | None] | Problem:
+    """The launcher, and why "process" was chosen where "auto" looked for systemd."""
     wanted = cfg.supervisor.launcher
     if wanted == "process":
-        return "process"
+        return "process", None
     if wanted == "auto" and not host.started_by_systemd():
-        return "process"  # not started by systemd
+        return "process", None  # not started by systemd
     from .launch.systemd import usable
 
     why = usable(cfg.paths.state_dir, cfg.paths.runtime_dir)
     if why is None:
-        return "systemd"
+        return "systemd", None
     if wanted == "systemd":
         return Problem("supervisor.launcher", f"\"systemd\" cannot be used: {why}",
                        "install the hubsvc package's units and run as root under systemd, "
                        "or set launcher = \"process\"")
-    import structlog
-
-    structlog.get_logger("hubsvc").info("launcher_chosen", launcher="process", reason=why)
-    return "process"
+    return "process", why
 
 
-async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
+def _output_mode(cfg: Config, launcher_name: str, log_mode: str) -> str:
+    """Where the components' output goes (hubsvc.output)."""
+    if launcher_name == "systemd":
+        return "unit"
+    # the hub's output is inherited by users' servers: it must outlive hubsvc
+    return "journal" if log_mode == "journal" else f"file:{cfg.paths.state_dir / 'log'}"
+
+
+def _head_start(cfg: Config, files: Any, log_mode: str) -> Any:
+    """Execute CHP now, with the command line, environment and output the supervisor's
+    first start of it would use (launch.process.HeadStart)."""
+    from . import components
+    from . import secrets as secrets_mod
+    from .launch.process import head_start
+    from .output import Sink
+
+    argv, _digest = components.proxy_command(cfg)
+    sink = Sink("proxy")
+    sink.prepare(_output_mode(cfg, "process", log_mode))
+    env = components.proxy_env(secrets_mod.read(files.proxy_token))
+    return head_start("proxy", argv, env, components.PROXY_CWD, sink)
+
+
+async def _run(cfg: Config, launcher_name: str, log_mode: str, files: Any,
+               created: list[str], head: Any, fallback_reason: str | None) -> int:
+    import asyncio
     import contextlib
 
     import structlog
@@ -105,17 +157,8 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
     notifier = Notifier()  # strips NOTIFY_SOCKET & co from the environment children get
     log.info("starting", version=__version__, config=str(cfg.source), pid=os.getpid(),
              systemd=notifier.enabled, watchdog_s=notifier.watchdog_interval_s)
-    try:
-        files, created = secrets_mod.ensure(cfg.paths.state_dir)
-    except secrets_mod.SecretRefused as e:
-        _print_problems([Problem("paths.state_dir", f"{e.path} {e.message}", e.fix)],
-                        str(cfg.source))
-        return EX_CONFIG
-    except OSError as e:
-        _print_problems([Problem("paths.state_dir", f"cannot create secrets: {e}",
-                                 "give the account that runs hubsvc ownership of the state "
-                                 "directory")], str(cfg.source))
-        return EX_CONFIG
+    if fallback_reason is not None:
+        log.info("launcher_chosen", launcher="process", reason=fallback_reason)
     for path in created:
         log.info("secret_created", path=path)
     keep = cfg.hub.user_servers_on_stop == "keep" or (
@@ -166,18 +209,16 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                 old = old.model_copy(update={"hub": old.hub.model_copy(update={"config_file": snap})})
             return build(old)
 
+        output = _output_mode(cfg, launcher_name, log_mode)
         if launcher_name == "systemd":
             from .launch.systemd import SystemdLauncher
 
             launcher: Any = SystemdLauncher(cfg.paths.runtime_dir)
-            output = "unit"
         else:
             from .launch.process import ProcessLauncher
 
-            launcher = ProcessLauncher()
-            # the hub's output is inherited by users' servers: it must outlive hubsvc
-            output = ("journal" if log_mode == "journal"
-                      else f"file:{cfg.paths.state_dir / 'log'}")
+            launcher = ProcessLauncher([head] if head is not None else [])
+            stack.callback(launcher.discard_head_starts)  # never taken: a stop came first
         log.info("launcher", launcher=launcher_name, output=output)
         sup = Supervisor(
             cfg, build(cfg), launcher, notifier,
@@ -188,10 +229,11 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
             reloader=reload,
             rollback=rollback,
             probe_client=probe_client,
+            sinks={"proxy": head.sink} if head is not None else None,
         )
         # whether users' servers outlive hubsvc's actions (another Python loading the
         # admin's config): once ready, not while CHP and the hub start
-        sup.on_ready.append(lambda: survival.warn_in_background(cfg, launcher_name))
+        sup.on_ready.append(lambda: _survival_check(cfg, launcher_name))
         sup.periodic.append(_overrides_reporter(cfg))
         sup.periodic.append(_lost_lines_reporter(sup))
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
@@ -205,6 +247,12 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str) -> int:
                                            on_change=sup.publish,
                                            count_client=watch.local_client))
         return await sup.run()
+
+
+def _survival_check(cfg: Config, launcher_name: str) -> None:
+    from . import survival
+
+    survival.warn_in_background(cfg, launcher_name)
 
 
 def _lost_lines_reporter(sup: Any) -> Any:
@@ -255,6 +303,8 @@ def _overrides_reporter(cfg: Config) -> Any:
 
 # ---- check-config -----------------------------------------------------------------------
 def effective(cfg: Config) -> dict[str, Any]:
+    from . import status
+
     base = cfg.source.parent if cfg.source else None
     proxy_cmd = resolve_command(cfg.proxy.command, base)
     hub_cmd = resolve_command(cfg.hub.command, base)
@@ -300,6 +350,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # ---- status -------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import status
+
     # The status must stay readable while the config file is being edited (or broken):
     # it only needs runtime_dir.
     try:
@@ -348,6 +400,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 # ---- probe-spawn / doctor ---------------------------------------------------------------
 def cmd_probe_spawn(args: argparse.Namespace) -> int:
+    import asyncio
+
     from . import probe
 
     cfg = _load(args)

@@ -1,6 +1,7 @@
 """What each component is, as data: how to launch it, how to tell it is ready and alive,
 and what must happen after it restarts. Built once from the validated config; knows
-nothing about how processes are started."""
+nothing about how processes are started. Loads neither the probes nor an event loop
+until a spec is built: CHP's command line is needed before them (cli.cmd_run)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import host, probes
+from . import host
 from .commands import resolve_command
 from .config import Config
 from .secrets import SecretFiles, read
 
-Probe = Callable[[], Awaitable[probes.Result]]
+if TYPE_CHECKING:
+    from . import probes
 
+Probe = Callable[[], Awaitable["probes.Result"]]
 
 
 @dataclass(frozen=True)
@@ -50,24 +54,10 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: probes.AnyClient,
                answers: probes.ApiAnswers | None = None) -> ComponentSpec:
     """`answers`: CHP's API answers seen by others (the drift watch's table reads); the
     liveness check asks the API itself only when none came within the last interval."""
+    from . import probes
+
     token = read(secrets.proxy_token)
-    pub, api, hub = cfg.public, cfg.api, cfg.hub_bind
-    command = resolve_command(cfg.proxy.command, cfg.source.parent if cfg.source else None)
-    tls_args, tls_digest = _proxy_tls(cfg)
-    argv = [
-        str(command or cfg.proxy.command),
-        "--ip", pub.host,
-        "--port", str(pub.port),
-        "--api-ip", api.host,
-        "--api-port", str(api.port),
-        "--default-target", hub.origin,
-        "--error-target", hub.origin + pub.path + "hub/error",
-        # CHP logs every API request at info level: with a liveness check of its API every
-        # interval that is a journal line every 2 s. Route changes are logged by the hub.
-        "--log-level", "warn",
-        *tls_args,
-        *cfg.proxy.extra_args,
-    ]
+    argv, tls_digest = proxy_command(cfg)
     t = cfg.health.timeout_s
 
     async def api_ok() -> probes.Result:
@@ -88,8 +78,8 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: probes.AnyClient,
     return ComponentSpec(
         name="proxy",
         argv=argv,
-        env=host.child_env(extra={"CONFIGPROXY_AUTH_TOKEN": token}),
-        cwd=Path("/"),  # CHP writes no files; its unit runs as an unprivileged user
+        env=proxy_env(token),
+        cwd=PROXY_CWD,
         start_timeout_s=cfg.proxy.start_timeout_s,
         stop_timeout_s=cfg.proxy.stop_timeout_s,
         ready=api_ok,
@@ -97,6 +87,36 @@ def proxy_spec(cfg: Config, secrets: SecretFiles, client: probes.AnyClient,
         clean_exit_codes=frozenset({0, 2}),  # CHP exits 2 on SIGTERM
         fingerprint=fingerprint(argv, cfg.paths.state_dir, tls_digest),
     )
+
+
+PROXY_CWD = Path("/")  # CHP writes no files; its unit runs as an unprivileged user
+
+
+def proxy_env(token: str) -> dict[str, str]:
+    return host.child_env(extra={"CONFIGPROXY_AUTH_TOKEN": token})
+
+
+def proxy_command(cfg: Config) -> tuple[list[str], str]:
+    """CHP's command line, and the digest of the certificate it serves ("" without TLS).
+    Writes the private copy of the certificate and key CHP reads (hubsvc.tls)."""
+    pub, api, hub = cfg.public, cfg.api, cfg.hub_bind
+    command = resolve_command(cfg.proxy.command, cfg.source.parent if cfg.source else None)
+    tls_args, tls_digest = _proxy_tls(cfg)
+    argv = [
+        str(command or cfg.proxy.command),
+        "--ip", pub.host,
+        "--port", str(pub.port),
+        "--api-ip", api.host,
+        "--api-port", str(api.port),
+        "--default-target", hub.origin,
+        "--error-target", hub.origin + pub.path + "hub/error",
+        # CHP logs every API request at info level: with a liveness check of its API every
+        # interval that is a journal line every 2 s. Route changes are logged by the hub.
+        "--log-level", "warn",
+        *tls_args,
+        *cfg.proxy.extra_args,
+    ]
+    return argv, tls_digest
 
 
 def _proxy_tls(cfg: Config) -> tuple[list[str], str]:
@@ -117,6 +137,8 @@ def hub_spec(cfg: Config, generated_config: Path, client: probes.AnyClient) -> C
     """`generated_config` must already hold what this config renders: its content and the
     admin's file are part of the fingerprint."""
     command = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)
+    from . import probes
+
     argv = [str(command or cfg.hub.command), "--config", str(generated_config),
             *cfg.hub.extra_args]
     t = cfg.health.timeout_s

@@ -18,7 +18,8 @@ import socket
 import sys
 from typing import Any, TextIO
 
-import structlog
+# structlog is imported by configure(), not with this module: `hubsvc run` executes CHP
+# before it loads what only the supervisor needs (cli.cmd_run), and main() uses lossy()
 
 PRIORITY = {"critical": 2, "error": 3, "warning": 4, "warn": 4, "info": 6, "debug": 7}
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -108,6 +109,8 @@ class Renderer:
             for k, v in fields_src.items():
                 fields[_journal_field(k)] = v if isinstance(v, str) else json.dumps(v, default=str)
             if self.journal.send(fields):
+                import structlog
+
                 raise structlog.DropEvent
         if child:
             line = f"{child}| {line}"
@@ -156,16 +159,24 @@ def lossy(stream: TextIO) -> TextIO:
     return stream if isinstance(stream, LossyStream) else LossyStream(stream)  # type: ignore[return-value]
 
 
+def choose_mode(stream: TextIO | None = None) -> str:
+    """How lines written to `stream` (default stderr) are rendered: "console" at a terminal,
+    "journal" when systemd connected stderr to journald, else "line"."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        return "console"
+    if stream is sys.stderr and stderr_is_journal() and os.path.exists(JOURNAL_SOCKET):
+        return "journal"
+    return "line"
+
+
 def configure(level: str = "info", stream: TextIO | None = None, mode: str = "auto") -> str:
     """Set up structlog (and stdlib logging for libraries). Returns the mode chosen."""
+    import structlog
+
     stream = stream or sys.stderr
     if mode == "auto":
-        if stream.isatty():
-            mode = "console"
-        elif stream is sys.stderr and stderr_is_journal() and os.path.exists(JOURNAL_SOCKET):
-            mode = "journal"
-        else:
-            mode = "line"
+        mode = choose_mode(stream)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -18,7 +18,6 @@ anything to them. The hub's own log reaches hubsvc through hublog.py instead.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -26,12 +25,13 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
+if TYPE_CHECKING:  # neither is loaded with this module: CHP's head start (cli.cmd_run)
+    import asyncio
 
 JOURNAL_STDOUT = "/run/systemd/journal/stdout"
 ROTATE_BYTES = 50 * 1024 * 1024
-_log = structlog.get_logger("hubsvc.child")
 
 # JupyterHub: "[E 2026-…"; CHP: "12:00:00.000 [ConfigProxy] error: …"
 _HUB_LEVEL = re.compile(r"^\[([CEWID]) ")
@@ -63,7 +63,17 @@ class Sink:
 
     def open(self, loop: asyncio.AbstractEventLoop, mode: str) -> None:
         """mode: "pipe", "journal", "file:DIR" or "unit" (see the module's docstring).
-        "file:DIR" applies to the hub only: CHP's output stays a pipe."""
+        "file:DIR" applies to the hub only: CHP's output stays a pipe. A sink already
+        prepared (with the same mode) only starts being read."""
+        if self.kind == "none":
+            self.prepare(mode)
+        if self.kind == "pipe" and self._loop is None:
+            self._loop = loop
+            loop.add_reader(self._read_fd, self._on_readable)
+
+    def prepare(self, mode: str) -> None:
+        """Create the descriptor a process writes to, before there is an event loop (CHP's
+        head start): what it writes to a pipe waits there until open() reads it."""
         if mode == "unit":
             self.kind = "unit"
             return
@@ -75,8 +85,6 @@ class Sink:
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(r, False)
         self._read_fd, self.fd, self.kind = r, w, "pipe"
-        self._loop = loop
-        loop.add_reader(r, self._on_readable)
 
     def _open_journal(self) -> bool:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -113,12 +121,15 @@ class Sink:
         if len(self._buf) > 65536:  # a very long line without newline: flush it anyway
             lines.append(self._buf)
             self._buf = b""
+        import structlog
+
+        log = structlog.get_logger("hubsvc.child")
         for raw in lines:
             line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r")
             if not line:
                 continue
             self.tail.append(line)
-            getattr(_log, line_level(line))(line, _child=self.component)
+            getattr(log, line_level(line))(line, _child=self.component)
             for consume in self.consumers:
                 consume(self.component, line)
 

@@ -28,7 +28,7 @@ import inspect
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -213,7 +213,10 @@ class Supervisor:
         checks: Checks | None = None,
         status_writer: Callable[[Any, dict[str, Any]], None] = status.write,
         probe_client: probes.AnyClient | None = None,
+        sinks: Mapping[str, Sink] | None = None,
     ):
+        """`sinks`: output sinks already prepared for some components (CHP's head start
+        writes to one before the supervisor exists); the others get a new one."""
         self.cfg = cfg
         self.launcher = launcher
         self.notify = notifier
@@ -224,7 +227,8 @@ class Supervisor:
         self.checks: Checks = checks or HubChecks(hub_api, proxy_token, probe_client)
         self._write_status = status_writer
         self.components = [
-            Component(spec, Sink(spec.name), RestartTracker(cfg.restart)) for spec in specs
+            Component(spec, (sinks or {}).get(spec.name) or Sink(spec.name),
+                      RestartTracker(cfg.restart)) for spec in specs
         ]
         self.by_name = {c.name: c for c in self.components}
         self.total = RestartTracker(cfg.restart, total=True)
@@ -456,7 +460,10 @@ class Supervisor:
                 self._orphan(comp, handle)
                 return
             comp.handle = handle
-            log.info("component_started", component=comp.name, pid=handle.pid, argv=comp.spec.argv)
+            early = getattr(handle, "executed_at", None)  # CHP's head start (launch.process)
+            extra = {} if early is None else {"head_start_s": round(time.monotonic() - early, 3)}
+            log.info("component_started", component=comp.name, pid=handle.pid,
+                     argv=comp.spec.argv, **extra)
             self._watch_exit(comp)
             self.publish()
             return

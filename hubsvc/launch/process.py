@@ -4,18 +4,34 @@ Each child gets its own session (a Ctrl-C at the terminal reaches only hubsvc, w
 then stops children in order) and PR_SET_PDEATHSIG=SIGTERM (a supervisor killed with
 -9 does not leave a proxy or hub behind to hold the ports; users' servers are the
 hub's children in their own sessions and are not affected).
+
+CHP's head start: `hubsvc run` executes CHP as soon as the configuration and every
+preflight check have passed, before it loads the supervisor and its event loop
+(`head_start`, called by cli.cmd_run). The supervisor's first start of the proxy then
+takes that process (`ProcessLauncher.start`) when it runs the same command line;
+otherwise the early process is stopped and CHP started afresh. Nothing here loads
+asyncio before CHP is executed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import ctypes
+import os
 import signal
 import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..components import ComponentSpec
-from ..output import Sink
 from . import ByPid
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..components import ComponentSpec
+    from ..output import Sink
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -45,10 +61,97 @@ class ProcessHandle(ByPid):
                 pass
 
 
+class EarlyHandle(ByPid):
+    """A child executed before the event loop ran (CHP's head start). Its exit is seen
+    through a pidfd the loop watches; it is reaped here, never by asyncio's watcher."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]):
+        self._popen = popen
+        self.pid = popen.pid
+        self.executed_at = time.monotonic()
+
+    async def wait(self) -> int:
+        import asyncio
+
+        if self.returncode is not None:
+            return self.returncode
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:  # exited and reaped in between
+            return self._popen.wait()
+        except OSError:  # no pidfd (an old kernel, a seccomp filter): a thread waits
+            return await asyncio.to_thread(self._popen.wait)
+        exited = loop.create_future()
+        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return self._popen.wait()  # exited: reaps at once
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def signal(self, sig: int) -> None:
+        if self._popen.poll() is None:  # never signal a reaped (maybe reused) pid
+            with contextlib.suppress(ProcessLookupError):
+                self._popen.send_signal(sig)
+
+
+class HeadStart:
+    """A component executed before the supervisor ran, and exactly what it was given."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+                 sink: Sink):
+        self.name, self.argv, self.env, self.cwd, self.sink = name, list(argv), dict(env), cwd, sink
+        self.handle = EarlyHandle(subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL,
+            stdout=sink.fd if sink.fd >= 0 else subprocess.DEVNULL,
+            stderr=sink.fd if sink.fd >= 0 else subprocess.DEVNULL,
+            env=self.env, cwd=cwd, start_new_session=True, preexec_fn=_in_child))
+
+    def matches(self, spec: ComponentSpec, sink: Sink) -> bool:
+        return (spec.name == self.name and list(spec.argv) == self.argv
+                and dict(spec.env) == self.env and Path(spec.cwd) == self.cwd
+                and sink is self.sink)
+
+    def discard(self) -> None:
+        """Stop it and reap it: it was never taken (bounded: SIGKILL after 2 s)."""
+        self.handle.signal(signal.SIGTERM)
+        try:
+            self.handle._popen.wait(2)
+        except subprocess.TimeoutExpired:
+            self.handle.signal(signal.SIGKILL)
+            self.handle._popen.wait()
+
+
+def head_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+               sink: Sink) -> HeadStart | None:
+    """Execute a component now; None when it cannot be executed (the supervisor's own start
+    then fails with the reason, like any start)."""
+    try:
+        return HeadStart(name, argv, env, cwd, sink)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 class ProcessLauncher:
     name = "process"
 
-    async def start(self, spec: ComponentSpec, sink: Sink) -> ProcessHandle:
+    def __init__(self, head_starts: Sequence[HeadStart] = ()):
+        self._head = {h.name: h for h in head_starts}
+
+    async def start(self, spec: ComponentSpec, sink: Sink) -> ProcessHandle | EarlyHandle:
+        import asyncio
+
+        early = self._head.pop(spec.name, None)
+        if early is not None:
+            if early.matches(spec, sink) and early.handle.returncode is None:
+                return early.handle
+            await asyncio.to_thread(early.discard)  # another command line, or it died
         out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
         proc = await asyncio.create_subprocess_exec(
             *spec.argv,
@@ -61,6 +164,11 @@ class ProcessLauncher:
             preexec_fn=_in_child,
         )
         return ProcessHandle(proc)
+
+    def discard_head_starts(self) -> None:
+        """Stop what was executed early and never taken (a stop before the bring-up)."""
+        while self._head:
+            self._head.popitem()[1].discard()
 
     async def adopt(self, spec: ComponentSpec, sink: Sink) -> ProcessHandle | None:
         return None  # children die with their supervisor (PDEATHSIG): nothing to adopt

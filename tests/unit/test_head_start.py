@@ -1,0 +1,186 @@
+"""CHP's head start: `hubsvc run` executes CHP once the config and every preflight check
+have passed, before it loads the supervisor; the supervisor's first start of CHP then
+takes that process (hubsvc.launch.process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubsvc import probes
+from hubsvc.components import ComponentSpec
+from hubsvc.launch.process import EarlyHandle, ProcessLauncher, head_start
+from hubsvc.output import Sink
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def _never() -> probes.Result:
+    return probes.Result(False, "not used")
+
+
+def spec(argv: list[str], name: str = "proxy") -> ComponentSpec:
+    return ComponentSpec(name=name, argv=argv, env={"PATH": os.defpath}, cwd=Path("/"),
+                         start_timeout_s=5, stop_timeout_s=5, ready=_never, alive=_never)
+
+
+def early(argv: list[str]) -> tuple[ComponentSpec, Sink, EarlyHandle, ProcessLauncher]:
+    s = spec(argv)
+    sink = Sink("proxy")
+    sink.prepare("pipe")
+    head = head_start(s.name, s.argv, s.env, s.cwd, sink)
+    assert head is not None
+    return s, sink, head.handle, ProcessLauncher([head])
+
+
+def gone(pid: int) -> bool:
+    """Reaped (not a zombie): no /proc entry any more."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_chp_is_executed_before_the_supervisor_is_loaded(tmp_path: Path) -> None:
+    """At the moment CHP is executed, hubsvc has validated the config and run its preflight
+    (pydantic is loaded) but has not loaded asyncio, structlog or the supervisor."""
+    chp = tmp_path / "chp"
+    chp.write_text("#!/bin/sh\nexec sleep 30\n")
+    chp.chmod(0o755)
+    toml = tmp_path / "hubsvc.toml"
+    toml.write_text(
+        f'[paths]\nstate_dir = "{tmp_path}/state"\nruntime_dir = "{tmp_path}/run"\n'
+        f'[proxy]\ncommand = "{chp}"\npublic_url = "http://127.0.0.1:{free_port()}"\n'
+        f'api_url = "http://127.0.0.1:{free_port()}"\n'
+        f'[hub]\ncommand = "{Path(sys.executable).parent / "jupyterhub"}"\n'
+        f'bind_url = "http://127.0.0.1:{free_port()}"\nconfig_file = ""\n'
+        '[supervisor]\nlauncher = "process"\n')
+    code = (
+        "import sys\n"
+        "from hubsvc.launch import process\n"
+        "def seen(name, argv, env, cwd, sink):\n"
+        "    mods = ('asyncio', 'structlog', 'hubsvc.supervisor', 'pydantic')\n"
+        "    print(name, argv[0], *(m in sys.modules for m in mods), flush=True)\n"
+        "    raise SystemExit(0)\n"
+        "process.head_start = seen\n"
+        "from hubsvc.cli import main\n"
+        f"sys.exit(main(['run', '--config', {str(toml)!r}]))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["proxy", str(chp), "False", "False", "False", "True"], \
+        out.stdout + out.stderr
+
+
+def test_bad_input_executes_nothing(tmp_path: Path) -> None:
+    """A port in use is refused (78) before CHP would be executed: no head start."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    marker = tmp_path / "executed"
+    chp = tmp_path / "chp"
+    chp.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 30\n")
+    chp.chmod(0o755)
+    toml = tmp_path / "hubsvc.toml"
+    toml.write_text(
+        f'[paths]\nstate_dir = "{tmp_path}/state"\nruntime_dir = "{tmp_path}/run"\n'
+        f'[proxy]\ncommand = "{chp}"\n'
+        f'public_url = "http://127.0.0.1:{held.getsockname()[1]}"\n'
+        '[supervisor]\nlauncher = "process"\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
+    try:
+        out = subprocess.run([sys.executable, "-m", "hubsvc", "run", "--config", str(toml)],
+                             capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    finally:
+        held.close()
+    assert out.returncode == 78, out.stderr
+    assert "ports.public" in out.stderr and "Traceback" not in out.stderr
+    assert not marker.exists()
+
+
+def test_the_first_start_takes_the_early_process() -> None:
+    s, sink, handle, launcher = early(["/bin/sleep", "30"])
+
+    async def go() -> None:
+        got = await launcher.start(s, sink)
+        assert got is handle and got.returncode is None
+        assert not got.is_stopped()
+        got.signal(signal.SIGKILL)
+        assert await asyncio.wait_for(got.wait(), 5) == -signal.SIGKILL
+        assert got.returncode == -signal.SIGKILL
+        got.signal(signal.SIGTERM)  # reaped: never signalled again (its pid may be reused)
+
+    asyncio.run(go())
+    assert gone(handle.pid)
+    sink.close()
+
+
+def test_an_early_process_that_exits_is_seen_with_its_code_and_output() -> None:
+    s, sink, handle, launcher = early(["/bin/sh", "-c", "echo port in use >&2; exit 3"])
+    lines: list[str] = []
+    sink.consumers.append(lambda _c, line: lines.append(line))
+
+    async def go() -> None:
+        sink.open(asyncio.get_running_loop(), "pipe")
+        got = await launcher.start(s, sink)
+        if got is handle:  # still running when taken
+            assert await asyncio.wait_for(got.wait(), 5) == 3
+        else:  # it had exited already: a fresh start of the same command
+            assert handle.returncode == 3
+            assert await asyncio.wait_for(got.wait(), 5) == 3
+        for _ in range(100):
+            if lines:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    assert "port in use" in lines
+    sink.close()
+
+
+def test_an_early_process_with_another_command_line_is_stopped_and_replaced() -> None:
+    _s, sink, handle, launcher = early(["/bin/sleep", "30"])
+    other = spec(["/bin/sleep", "31"])
+
+    async def go() -> int:
+        got = await launcher.start(other, sink)
+        assert got is not handle
+        got.signal(signal.SIGKILL)
+        await asyncio.wait_for(got.wait(), 5)
+        return got.pid
+
+    pid = asyncio.run(go())
+    assert pid != handle.pid
+    assert handle.returncode == -signal.SIGTERM and gone(handle.pid)
+    sink.close()
+
+
+def test_an_early_process_never_taken_is_stopped() -> None:
+    _s, sink, handle, launcher = early(["/bin/sleep", "30"])
+    launcher.discard_head_starts()
+    assert handle.returncode == -signal.SIGTERM and gone(handle.pid)
+    launcher.discard_head_starts()  # nothing left: a no-op
+    sink.close()
+
+
+def test_a_command_that_cannot_be_executed_gets_no_head_start(tmp_path: Path) -> None:
+    """The supervisor's own start then fails with the reason, like any failed start."""
+    sink = Sink("proxy")
+    sink.prepare("pipe")
+    assert head_start("proxy", [str(tmp_path / "missing")], {}, Path("/"), sink) is None
+    sink.close()
