@@ -160,12 +160,14 @@ def _socket_owners(inodes: set[int], proc: Path = PROC) -> dict[int, int]:
     return found
 
 
-def holders(host: str, port: int, proc: Path = PROC) -> list[Holder]:
-    """Every listening socket that clashes with listening on host:port."""
+def holders(host: str, port: int, proc: Path = PROC,
+            table: list[Listener] | None = None) -> list[Holder]:
+    """Every listening socket that clashes with listening on host:port. `table`: the
+    listeners read once for several ports (reading them costs ~3 ms on an idle host)."""
     wants = resolve(host)
     hits = [
         li
-        for li in listeners(proc)
+        for li in (listeners(proc) if table is None else table)
         if li.port == port and any(overlaps(li.address, w) for w in wants)
     ]
     owners = _socket_owners({li.inode for li in hits}, proc)
@@ -185,13 +187,13 @@ def holders(host: str, port: int, proc: Path = PROC) -> list[Holder]:
     return out
 
 
-def port_holder(host: str, port: int) -> Holder | None:
+def port_holder(host: str, port: int, table: list[Listener] | None = None) -> Holder | None:
     """The process listening where host:port would be bound, or None if nobody is.
 
     `host` is what a config says to bind ("0.0.0.0", "127.0.0.1", "::", a name). A
     holder with a known pid is preferred over one whose pid could not be read.
     """
-    found = holders(host, port)
+    found = holders(host, port, table=table)
     if not found:
         return None
     found.sort(key=lambda h: h.pid is None)

@@ -19,10 +19,11 @@ _PORT_FIELDS = (("public", "proxy.public_url", "the public port"),
 def check_ports(ctx: Ctx, preflight: bool = False) -> list[Finding]:
     out: list[Finding] = []
     eps = endpoints(ctx.cfg)
+    table = ports.listeners()  # once for the three ports
     for key, field_, label in _PORT_FIELDS:
         ep = eps[key]
         id = f"ports.{key}"
-        holder = ports.port_holder(ep.host, ep.port)
+        holder = ports.port_holder(ep.host, ep.port, table)
         if holder is None:
             err = ports.bind_error(ep.host, ep.port)
             if err is not None and err.errno == errno.EADDRNOTAVAIL:
