@@ -3,7 +3,6 @@ the Python that runs it, found on the PATH the service gets and run with `--vers
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import re
 import stat
@@ -109,6 +108,8 @@ def check_proxy_program(ctx: Ctx, run_version: bool = True) -> list[Finding]:
     jobs = {"chp": [str(prog), "--version"]}
     if node is not None:
         jobs["node"] = [str(node), "--version"]
+    import concurrent.futures as cf  # here: `hubsvc run`'s preflight never runs them
+
     with cf.ThreadPoolExecutor(len(jobs)) as ex:
         env = host.child_env(ctx.search)
         res = {k: ex.submit(host.run, v, PROC_TIMEOUT_S, env) for k, v in jobs.items()}
