@@ -149,9 +149,11 @@ class ProcessLauncher:
 
         early = self._head.pop(spec.name, None)
         if early is not None:
-            if early.matches(spec, sink) and early.handle.returncode is None:
+            if early.matches(spec, sink):
+                # taken even if it has already exited: the supervisor then sees this start
+                # fail (its exit code, its output) like any other
                 return early.handle
-            await asyncio.to_thread(early.discard)  # another command line, or it died
+            await asyncio.to_thread(early.discard)  # another command line
         out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
         proc = await asyncio.create_subprocess_exec(
             *spec.argv,
