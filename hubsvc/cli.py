@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from . import __version__, config, host, preflight
+from .__main__ import command_word as _command_word
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
 from .doctor.finding import problems_text
@@ -246,6 +247,9 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str, files: Any,
         sup.periodic.append(SchedulerWatch(client, cfg, hub_token, sup.extra_status,
                                            on_change=sup.publish,
                                            count_client=watch.local_client))
+        import gc
+
+        gc.enable()  # off while the modules loaded (hubsvc.__main__)
         return await sup.run()
 
 
@@ -464,17 +468,6 @@ def build_parser(probe_options: bool = True) -> argparse.ArgumentParser:
                    help="a URL users open: is it the public entry point or the hub's private port?")
     d.set_defaults(func=cmd_doctor)
     return p
-
-
-def _command_word(argv: list[str]) -> str | None:
-    """The subcommand named in argv, skipping global options (and --config's value)."""
-    it = iter(argv)
-    for a in it:
-        if a == "--config":
-            next(it, None)
-        elif not a.startswith("-"):
-            return a
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

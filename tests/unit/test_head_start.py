@@ -68,22 +68,37 @@ def test_chp_is_executed_before_the_supervisor_is_loaded(tmp_path: Path) -> None
         f'bind_url = "http://127.0.0.1:{free_port()}"\nconfig_file = ""\n'
         '[supervisor]\nlauncher = "process"\n')
     code = (
-        "import sys\n"
+        "import gc, sys\n"
         "from hubsvc.launch import process\n"
+        "real = process.head_start\n"
         "def seen(name, argv, env, cwd, sink):\n"
         "    mods = ('asyncio', 'structlog', 'hubsvc.supervisor', 'pydantic')\n"
-        "    print(name, argv[0], *(m in sys.modules for m in mods), flush=True)\n"
-        "    raise SystemExit(0)\n"
+        "    print(name, argv[0], *(m in sys.modules for m in mods), gc.isenabled(), flush=True)\n"
+        "    head = real(name, argv, env, cwd, sink)\n"
+        "    print(head.handle.pid, flush=True)\n"
+        "    from hubsvc import supervisor\n"  # loaded only now, as cli._run would
+        "    async def run(self):\n"  # the supervisor as it would start: GC back on
+        "        print('supervisor', gc.isenabled(), flush=True)\n"
+        "        return 0\n"
+        "    supervisor.Supervisor.run = run\n"
+        "    return head\n"
         "process.head_start = seen\n"
-        "from hubsvc.cli import main\n"
-        f"sys.exit(main(['run', '--config', {str(toml)!r}]))\n")
+        f"sys.argv = ['hubsvc', 'run', '--config', {str(toml)!r}]\n"
+        "from hubsvc.__main__ import main\n"
+        "sys.exit(main())\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["proxy", str(chp), "False", "False", "False", "True"], \
+    first, pid, last = out.stdout.splitlines()
+    # at CHP's exec: config validated (pydantic loaded), nothing of the supervisor loaded,
+    # the garbage collector off while the modules load
+    assert first.split() == ["proxy", str(chp), "False", "False", "False", "True", "False"], \
         out.stdout + out.stderr
+    assert last == "supervisor True"
+    # a supervisor that ends before it took the early CHP leaves none behind
+    assert gone(int(pid)), out.stdout
 
 
 def test_bad_input_executes_nothing(tmp_path: Path) -> None:
