@@ -7,13 +7,17 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, host, preflight
 from .__main__ import command_word as _command_word
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
 from .doctor.finding import problems_text
+
+if TYPE_CHECKING:
+    from .launch.process import HeadStart
+    from .secrets import SecretFiles
 
 EX_OK = 0
 EX_FAIL = 1
@@ -124,9 +128,10 @@ def _output_mode(cfg: Config, launcher_name: str, log_mode: str) -> str:
     return "journal" if log_mode == "journal" else f"file:{cfg.paths.state_dir / 'log'}"
 
 
-def _head_start(cfg: Config, files: Any, log_mode: str) -> Any:
+def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> HeadStart | None:
     """Execute CHP now, with the command line, environment and output the supervisor's
-    first start of it would use (launch.process.HeadStart)."""
+    first start of it would use (launch.process.HeadStart); None if it cannot be
+    executed (the supervisor's start then reports why)."""
     from . import components
     from . import secrets as secrets_mod
     from .launch.process import head_start
@@ -136,11 +141,14 @@ def _head_start(cfg: Config, files: Any, log_mode: str) -> Any:
     sink = Sink("proxy")
     sink.prepare(_output_mode(cfg, "process", log_mode))
     env = components.proxy_env(secrets_mod.read(files.proxy_token))
-    return head_start("proxy", argv, env, components.PROXY_CWD, sink)
+    head = head_start("proxy", argv, env, components.PROXY_CWD, sink)
+    if head is None:
+        sink.close()
+    return head
 
 
-async def _run(cfg: Config, launcher_name: str, log_mode: str, files: Any,
-               created: list[str], head: Any, fallback_reason: str | None) -> int:
+async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFiles,
+               created: list[str], head: HeadStart | None, fallback_reason: str | None) -> int:
     import asyncio
     import contextlib
 
