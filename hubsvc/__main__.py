@@ -5,16 +5,7 @@ from __future__ import annotations
 
 import sys
 
-
-def command_word(argv: list[str]) -> str | None:
-    """The subcommand named in argv, skipping global options (and --config's value)."""
-    it = iter(argv)
-    for a in it:
-        if a == "--config":
-            next(it, None)
-        elif not a.startswith("-"):
-            return a
-    return None
+from .argv import command_word
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, host, preflight
-from .__main__ import command_word as _command_word
+from .argv import command_word as _command_word
 from .commands import resolve_command
 from .config import Config, ConfigError, Problem
 from .doctor.finding import problems_text
@@ -139,9 +139,13 @@ def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> HeadStart | N
 
     argv, _digest = components.proxy_command(cfg)
     sink = Sink("proxy")
-    sink.prepare(_output_mode(cfg, "process", log_mode))
-    env = components.proxy_env(secrets_mod.read(files.proxy_token))
-    head = head_start("proxy", argv, env, components.PROXY_CWD, sink)
+    head = None
+    try:
+        sink.prepare(_output_mode(cfg, "process", log_mode))
+        env = components.proxy_env(secrets_mod.read(files.proxy_token))
+        head = head_start("proxy", argv, env, components.PROXY_CWD, sink)
+    except OSError:
+        pass  # the supervisor's own start of CHP meets it again, and says why
     if head is None:
         sink.close()
     return head
@@ -243,6 +247,8 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFile
         # whether users' servers outlive hubsvc's actions (another Python loading the
         # admin's config): once ready, not while CHP and the hub start
         sup.on_ready.append(lambda: _survival_check(cfg, launcher_name))
+        if head is not None:  # a stop before the bring-up took it: stopped before the sinks close
+            sup.on_stop.append(launcher.discard_head_starts)
         sup.periodic.append(_overrides_reporter(cfg))
         sup.periodic.append(_lost_lines_reporter(sup))
         tls.attach(sup)  # certificate expiry in status; renewed/changed certificates reload
