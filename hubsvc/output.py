@@ -148,6 +148,7 @@ class Sink:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self.kind, self._loop = "none", None  # a later open() starts afresh
 
 
 def _file_tail(path: Path, n: int) -> list[str]:

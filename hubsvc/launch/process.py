@@ -113,19 +113,26 @@ class HeadStart:
             stderr=sink.fd if sink.fd >= 0 else subprocess.DEVNULL,
             env=self.env, cwd=cwd, start_new_session=True, preexec_fn=_in_child))
 
-    def matches(self, spec: ComponentSpec, sink: Sink) -> bool:
-        return (spec.name == self.name and list(spec.argv) == self.argv
-                and dict(spec.env) == self.env and Path(spec.cwd) == self.cwd
-                and sink is self.sink)
+    def differs(self, spec: ComponentSpec, sink: Sink) -> list[str]:
+        """What the supervisor's start would run differently (names only, never values:
+        the environment holds CHP's token); empty when it may take this process."""
+        return [what for what, same in (
+            ("name", spec.name == self.name),
+            ("argv", list(spec.argv) == self.argv),
+            ("env", dict(spec.env) == self.env),
+            ("cwd", Path(spec.cwd) == self.cwd),
+            ("sink", sink is self.sink)) if not same]
 
     def discard(self) -> None:
         """Stop it and reap it: it was never taken (bounded: SIGKILL after 2 s)."""
+        popen = self.handle._popen
         self.handle.signal(signal.SIGTERM)
         try:
-            self.handle._popen.wait(2)
+            popen.wait(2)
         except subprocess.TimeoutExpired:
             self.handle.signal(signal.SIGKILL)
-            self.handle._popen.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(2)
 
 
 def head_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
@@ -134,7 +141,7 @@ def head_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path
     then fails with the reason, like any start)."""
     try:
         return HeadStart(name, argv, env, cwd, sink)
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, ValueError, subprocess.SubprocessError):  # ValueError: a NUL in argv
         return None
 
 
@@ -149,11 +156,17 @@ class ProcessLauncher:
 
         early = self._head.pop(spec.name, None)
         if early is not None:
-            if early.matches(spec, sink):
+            differs = early.differs(spec, sink)
+            if not differs:
                 # taken even if it has already exited: the supervisor then sees this start
                 # fail (its exit code, its output) like any other
                 return early.handle
-            await asyncio.to_thread(early.discard)  # another command line
+            import structlog
+
+            structlog.get_logger("hubsvc").warning(
+                "head_start_discarded", component=spec.name, pid=early.handle.pid,
+                differs=differs, action="stopped; started afresh")
+            await asyncio.to_thread(early.discard)
         out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
         proc = await asyncio.create_subprocess_exec(
             *spec.argv,
