@@ -231,6 +231,7 @@ class Supervisor:
                       RestartTracker(cfg.restart)) for spec in specs
         ]
         self.by_name = {c.name: c for c in self.components}
+        self._reapers: set[asyncio.Task[int]] = set()  # orphans being reaped (_orphan)
         self.total = RestartTracker(cfg.restart, total=True)
         self.state = "starting"
         self.ready = False
@@ -503,6 +504,12 @@ class Supervisor:
                     reason="started after its start was given up")
         with contextlib.suppress(Exception):
             handle.signal(signal.SIGKILL)
+        # and reap it: a child executed before the loop ran (CHP's head start) has no
+        # watcher of asyncio's to do it
+        reaper = asyncio.create_task(asyncio.wait_for(handle.wait(), KILL_WAIT_S))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        reaper.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _watch_exit(self, comp: Component) -> None:
         if comp.watcher is not None:

@@ -106,9 +106,8 @@ def test_bad_input_executes_nothing(tmp_path: Path) -> None:
     held = socket.socket()
     held.bind(("127.0.0.1", 0))
     held.listen()
-    marker = tmp_path / "executed"
     chp = tmp_path / "chp"
-    chp.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 30\n")
+    chp.write_text("#!/bin/sh\nexec sleep 30\n")
     chp.chmod(0o755)
     toml = tmp_path / "hubsvc.toml"
     toml.write_text(
@@ -116,16 +115,26 @@ def test_bad_input_executes_nothing(tmp_path: Path) -> None:
         f'[proxy]\ncommand = "{chp}"\n'
         f'public_url = "http://127.0.0.1:{held.getsockname()[1]}"\n'
         '[supervisor]\nlauncher = "process"\n')
+    code = (
+        "import sys\n"
+        "from hubsvc.launch import process\n"
+        "def seen(*a, **k):\n"
+        "    print('HEAD START', flush=True)\n"
+        "    raise SystemExit(99)\n"
+        "process.head_start = seen\n"
+        f"sys.argv = ['hubsvc', 'run', '--config', {str(toml)!r}]\n"
+        "from hubsvc.__main__ import main\n"
+        "sys.exit(main())\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
     try:
-        out = subprocess.run([sys.executable, "-m", "hubsvc", "run", "--config", str(toml)],
-                             capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, env=env, cwd=REPO)
     finally:
         held.close()
-    assert out.returncode == 78, out.stderr
+    assert out.returncode == 78, out.stdout + out.stderr
     assert "ports.public" in out.stderr and "Traceback" not in out.stderr
-    assert not marker.exists()
+    assert "HEAD START" not in out.stdout
 
 
 def test_the_first_start_takes_the_early_process() -> None:
@@ -152,7 +161,8 @@ def test_an_early_process_that_exits_is_seen_with_its_code_and_output() -> None:
 
     async def go() -> None:
         sink.open(asyncio.get_running_loop(), "pipe")
-        await asyncio.sleep(0.3)  # it has exited before the supervisor takes it
+        # it has exited before the supervisor takes it (waited for, not reaped)
+        await asyncio.to_thread(os.waitid, os.P_PID, handle.pid, os.WEXITED | os.WNOWAIT)
         got = await launcher.start(s, sink)
         assert got is handle  # its failure is this start's, reported as any other
         assert await asyncio.wait_for(got.wait(), 5) == 3
@@ -197,4 +207,25 @@ def test_a_command_that_cannot_be_executed_gets_no_head_start(tmp_path: Path) ->
     sink = Sink("proxy")
     sink.prepare("pipe")
     assert head_start("proxy", [str(tmp_path / "missing")], {}, Path("/"), sink) is None
+    sink.close()
+
+
+def test_an_early_process_given_up_on_is_killed_and_reaped() -> None:
+    """The supervisor's orphan path (a launch that completed after its start was given up)
+    kills the process and reaps it: asyncio's watcher does not know an early child."""
+    from . import supsim
+
+    _s, sink, handle, _launcher = early(["/bin/sleep", "30"])
+
+    async def go() -> None:
+        sim = supsim.make()
+        sim.sup._orphan(sim.sup.by_name["proxy"], handle)
+        for _ in range(200):
+            if gone(handle.pid):
+                break
+            await asyncio.sleep(0.01)
+        assert gone(handle.pid), "killed but left a zombie"  # before anything polls it
+
+    asyncio.run(go())
+    assert handle.returncode == -signal.SIGKILL
     sink.close()
