@@ -53,23 +53,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_chp_is_executed_before_the_supervisor_is_loaded(tmp_path: Path) -> None:
-    """At the moment CHP is executed, hubsvc has validated the config and run its preflight
-    (pydantic is loaded) but has not loaded asyncio, structlog or the supervisor."""
+def setup(tmp_path: Path, public_port: int) -> tuple[Path, Path]:
+    """A stand-in CHP (a shell that sleeps) and a hubsvc.toml naming it; (chp, toml)."""
     chp = tmp_path / "chp"
     chp.write_text("#!/bin/sh\nexec sleep 30\n")
     chp.chmod(0o755)
     toml = tmp_path / "hubsvc.toml"
     toml.write_text(
         f'[paths]\nstate_dir = "{tmp_path}/state"\nruntime_dir = "{tmp_path}/run"\n'
-        f'[proxy]\ncommand = "{chp}"\npublic_url = "http://127.0.0.1:{free_port()}"\n'
+        f'[proxy]\ncommand = "{chp}"\npublic_url = "http://127.0.0.1:{public_port}"\n'
         f'api_url = "http://127.0.0.1:{free_port()}"\n'
         f'[hub]\ncommand = "{Path(sys.executable).parent / "jupyterhub"}"\n'
         f'bind_url = "http://127.0.0.1:{free_port()}"\nconfig_file = ""\n'
         '[supervisor]\nlauncher = "process"\n')
-    code = (
-        "import gc, sys\n"
-        "from hubsvc.launch import process\n"
+    return chp, toml
+
+
+def run_hubsvc(toml: Path, patch: str) -> subprocess.CompletedProcess[str]:
+    """`hubsvc run --config toml` in a fresh interpreter, through the real entry point,
+    with `patch` (code that replaces hubsvc.launch.process.head_start) applied first."""
+    code = (f"import gc, sys\nfrom hubsvc.launch import process\n{patch}"
+            f"sys.argv = ['hubsvc', 'run', '--config', {str(toml)!r}]\n"
+            "from hubsvc.__main__ import main\nsys.exit(main())\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=REPO)
+
+
+def test_chp_is_executed_before_the_supervisor_is_loaded(tmp_path: Path) -> None:
+    """At the moment CHP is executed, hubsvc has validated the config and run its preflight
+    (pydantic is loaded) but has not loaded asyncio, structlog or the supervisor."""
+    chp, toml = setup(tmp_path, free_port())
+    out = run_hubsvc(toml, (
         "real = process.head_start\n"
         "def seen(name, argv, env, cwd, sink):\n"
         "    mods = ('asyncio', 'structlog', 'hubsvc.supervisor', 'pydantic')\n"
@@ -82,14 +98,7 @@ def test_chp_is_executed_before_the_supervisor_is_loaded(tmp_path: Path) -> None
         "        return 0\n"
         "    supervisor.Supervisor.run = run\n"
         "    return head\n"
-        "process.head_start = seen\n"
-        f"sys.argv = ['hubsvc', 'run', '--config', {str(toml)!r}]\n"
-        "from hubsvc.__main__ import main\n"
-        "sys.exit(main())\n")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, env=env, cwd=REPO)
+        "process.head_start = seen\n"))
     assert out.returncode == 0, out.stderr
     first, pid, last = out.stdout.splitlines()
     # at CHP's exec: config validated (pydantic loaded), nothing of the supervisor loaded,
@@ -106,30 +115,13 @@ def test_bad_input_executes_nothing(tmp_path: Path) -> None:
     held = socket.socket()
     held.bind(("127.0.0.1", 0))
     held.listen()
-    chp = tmp_path / "chp"
-    chp.write_text("#!/bin/sh\nexec sleep 30\n")
-    chp.chmod(0o755)
-    toml = tmp_path / "hubsvc.toml"
-    toml.write_text(
-        f'[paths]\nstate_dir = "{tmp_path}/state"\nruntime_dir = "{tmp_path}/run"\n'
-        f'[proxy]\ncommand = "{chp}"\n'
-        f'public_url = "http://127.0.0.1:{held.getsockname()[1]}"\n'
-        '[supervisor]\nlauncher = "process"\n')
-    code = (
-        "import sys\n"
-        "from hubsvc.launch import process\n"
-        "def seen(*a, **k):\n"
-        "    print('HEAD START', flush=True)\n"
-        "    raise SystemExit(99)\n"
-        "process.head_start = seen\n"
-        f"sys.argv = ['hubsvc', 'run', '--config', {str(toml)!r}]\n"
-        "from hubsvc.__main__ import main\n"
-        "sys.exit(main())\n")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "HUBSVC_CONFIG")}
+    _chp, toml = setup(tmp_path, held.getsockname()[1])
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60, env=env, cwd=REPO)
+        out = run_hubsvc(toml, (
+            "def seen(*a, **k):\n"
+            "    print('HEAD START', flush=True)\n"
+            "    raise SystemExit(99)\n"
+            "process.head_start = seen\n"))
     finally:
         held.close()
     assert out.returncode == 78, out.stdout + out.stderr
