@@ -100,6 +100,16 @@ class EarlyHandle(ByPid):
             with contextlib.suppress(ProcessLookupError):
                 self._popen.send_signal(sig)
 
+    def stop_and_reap(self, grace_s: float = 2.0) -> None:
+        """SIGTERM, SIGKILL after `grace_s`, and reap it (blocking, bounded)."""
+        self.signal(signal.SIGTERM)
+        try:
+            self._popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(grace_s)
+
 
 class HeadStart:
     """A component executed before the supervisor ran, and exactly what it was given."""
@@ -107,10 +117,9 @@ class HeadStart:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
                  sink: Sink):
         self.name, self.argv, self.env, self.cwd, self.sink = name, list(argv), dict(env), cwd, sink
+        out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
         self.handle = EarlyHandle(subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL,
-            stdout=sink.fd if sink.fd >= 0 else subprocess.DEVNULL,
-            stderr=sink.fd if sink.fd >= 0 else subprocess.DEVNULL,
+            self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             env=self.env, cwd=cwd, start_new_session=True, preexec_fn=_in_child))
 
     def differs(self, spec: ComponentSpec, sink: Sink) -> list[str]:
@@ -124,15 +133,8 @@ class HeadStart:
             ("sink", sink is self.sink)) if not same]
 
     def discard(self) -> None:
-        """Stop it and reap it: it was never taken (bounded: SIGKILL after 2 s)."""
-        popen = self.handle._popen
-        self.handle.signal(signal.SIGTERM)
-        try:
-            popen.wait(2)
-        except subprocess.TimeoutExpired:
-            self.handle.signal(signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(2)
+        """Stop it and reap it: it was never taken."""
+        self.handle.stop_and_reap()
 
 
 def head_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
