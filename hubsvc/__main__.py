@@ -20,6 +20,17 @@ def main() -> int:
         import gc
 
         gc.disable()
+        # node starts loading CHP now, on the other core, while hubsvc loads and checks
+        # its config (hubsvc.warm); the head start hands it CHP's command line
+        from . import warm
+
+        warm.begin(sys.argv[1:])
+        try:
+            from .cli import main as cli_main
+
+            return cli_main()
+        finally:
+            warm.discard()  # not handed over: a check failed, or the launcher is systemd
     from .cli import main as cli_main
 
     return cli_main()

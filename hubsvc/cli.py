@@ -87,7 +87,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  "directory")], str(cfg.source))
         return EX_CONFIG
     head = None
-    if launcher_name == "process":
+    if launcher_name != "process":
+        from . import warm
+
+        warm.discard()  # systemd runs CHP in its unit
+    else:
         try:
             head = _head_start(cfg, files, log_mode)
         except ConfigError as e:
@@ -136,18 +140,26 @@ def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> HeadStart | N
     from . import secrets as secrets_mod
     from .launch.process import head_start
     from .output import Sink
+    from .warm import take
 
-    argv, _digest = components.proxy_command(cfg)
-    sink = Sink("proxy")
+    warm = take(log_mode)  # node already loading CHP, if hubsvc.__main__ started one
+    # with it, the output it was given: CHP's, which the supervisor then reads
+    sink = warm.sink if warm is not None else Sink("proxy")
     head = None
     try:
-        sink.prepare(_output_mode(cfg, "process", log_mode))
+        argv, _digest = components.proxy_command(cfg)
+        if warm is None:
+            sink.prepare(_output_mode(cfg, "process", log_mode))
         env = components.proxy_env(secrets_mod.read(files.proxy_token))
-        head = head_start("proxy", argv, env, components.PROXY_CWD, sink)
+        head = head_start("proxy", argv, env, components.PROXY_CWD, sink, warm)
+        warm = None  # handed its command line, or stopped
     except OSError:
         pass  # the supervisor's own start of CHP meets it again, and says why
-    if head is None:
-        sink.close()
+    finally:
+        if warm is not None:
+            warm.stop()
+        if head is None:
+            sink.close()
     return head
 
 

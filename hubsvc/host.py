@@ -19,7 +19,7 @@ import signal
 import socket
 import stat
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -424,6 +424,19 @@ def is_local_host(host: str) -> bool:
 def systemd_running() -> bool:
     """systemd is this machine's service manager."""
     return os.path.isdir("/run/systemd/system")
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the child is sent SIGTERM when this process dies (PR_SET_PDEATHSIG),
+    so a supervisor killed with -9 leaves no component behind to hold the ports."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls it
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+    return preexec
 
 
 def started_by_systemd() -> bool:

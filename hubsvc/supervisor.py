@@ -462,7 +462,8 @@ class Supervisor:
                 return
             comp.handle = handle
             early = getattr(handle, "executed_at", None)  # CHP's head start (launch.process)
-            extra = {} if early is None else {"head_start_s": round(time.monotonic() - early, 3)}
+            extra = {} if early is None else {"head_start_s": round(time.monotonic() - early, 3),
+                                              "warm": getattr(handle, "warm", None)}
             log.info("component_started", component=comp.name, pid=handle.pid,
                      argv=comp.spec.argv, **extra)
             self._watch_exit(comp)

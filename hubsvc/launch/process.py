@@ -16,7 +16,6 @@ asyncio before CHP is executed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import host
 from . import ByPid
 
 if TYPE_CHECKING:
@@ -32,13 +32,9 @@ if TYPE_CHECKING:
 
     from ..components import ComponentSpec
     from ..output import Sink
+    from ..warm import Warm
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _in_child() -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+_in_child = host.die_with_parent()
 
 
 class ProcessHandle(ByPid):
@@ -69,6 +65,7 @@ class EarlyHandle(ByPid):
         self._popen = popen
         self.pid = popen.pid
         self.executed_at = time.monotonic()
+        self.warm: str | None = None  # hubsvc.warm: "loaded", or why it was not used
 
     async def wait(self) -> int:
         import asyncio
@@ -112,15 +109,29 @@ class EarlyHandle(ByPid):
 
 
 class HeadStart:
-    """A component executed before the supervisor ran, and exactly what it was given."""
+    """A component executed before the supervisor ran, and exactly what it was given.
+    With `warm` (hubsvc.warm), the node already loading CHP is handed the command line
+    when it matches exactly; otherwise it is stopped and CHP executed as usual."""
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-                 sink: Sink):
+                 sink: Sink, warm: Warm | None = None):
         self.name, self.argv, self.env, self.cwd, self.sink = name, list(argv), dict(env), cwd, sink
-        out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
-        self.handle = EarlyHandle(subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            env=self.env, cwd=cwd, start_new_session=True, preexec_fn=_in_child))
+        self.warm: str | None = None  # "loaded": handed to the warm node; else why not
+        popen = None
+        if warm is not None:
+            self.warm = warm.mismatch(self.argv, self.env, cwd, sink)
+            if self.warm is None:
+                popen = warm.hand_over(self.argv, self.env)
+                self.warm = "loaded" if popen is not None else "exited"
+            if popen is None:
+                warm.stop()
+        if popen is None:
+            out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
+            popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                env=self.env, cwd=cwd, start_new_session=True, preexec_fn=_in_child)
+        self.handle = EarlyHandle(popen)
+        self.handle.warm = self.warm
 
     def differs(self, spec: ComponentSpec, sink: Sink) -> list[str]:
         """What the supervisor's start would run differently (names only, never values:
@@ -138,12 +149,14 @@ class HeadStart:
 
 
 def head_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-               sink: Sink) -> HeadStart | None:
-    """Execute a component now; None when it cannot be executed (the supervisor's own start
-    then fails with the reason, like any start)."""
+               sink: Sink, warm: Warm | None = None) -> HeadStart | None:
+    """Execute a component now (or hand it to `warm`); None when it cannot be executed
+    (the supervisor's own start then fails with the reason, like any start)."""
     try:
-        return HeadStart(name, argv, env, cwd, sink)
+        return HeadStart(name, argv, env, cwd, sink, warm)
     except (OSError, ValueError, subprocess.SubprocessError):  # ValueError: a NUL in argv
+        if warm is not None:
+            warm.stop()
         return None
 
 

@@ -48,9 +48,12 @@ def test_bring_up_order_and_ready_only_after_chain(hubsvc: Instance) -> None:
     log = hubsvc.log_text()
     assert log.index("component_ready component=proxy") < log.index("component_started component=hub")
     assert log.index("component_ready component=hub") < log.index("<6>ready ")
-    # CHP was executed before the supervisor was loaded, and that very process serves
-    started = re.findall(r"component_started component=proxy pid=(\d+) .*head_start_s=[0-9.]+", log)
+    # CHP was executed before the supervisor was loaded (by the node that loaded it while
+    # hubsvc checked its config: hubsvc.warm), and that very process serves
+    started = re.findall(
+        r"component_started component=proxy pid=(\d+) .*head_start_s=[0-9.]+ warm=loaded", log)
     assert started == [str(hubsvc.pid("proxy"))], log
+    assert "chp_warm.mjs" in Path(f"/proc/{started[0]}/cmdline").read_text()
 
 
 def test_watchdog_pings_and_no_systemd_vars_in_children(hubsvc: Instance) -> None:

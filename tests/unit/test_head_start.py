@@ -87,10 +87,10 @@ def test_chp_is_executed_before_the_supervisor_is_loaded(tmp_path: Path) -> None
     chp, toml = setup(tmp_path, free_port())
     out = run_hubsvc(toml, (
         "real = process.head_start\n"
-        "def seen(name, argv, env, cwd, sink):\n"
+        "def seen(name, argv, env, cwd, sink, *rest):\n"
         "    mods = ('asyncio', 'structlog', 'hubsvc.supervisor', 'pydantic')\n"
         "    print(name, argv[0], *(m in sys.modules for m in mods), gc.isenabled(), flush=True)\n"
-        "    head = real(name, argv, env, cwd, sink)\n"
+        "    head = real(name, argv, env, cwd, sink, *rest)\n"
         "    print(head.handle.pid, flush=True)\n"
         "    from hubsvc import supervisor\n"  # loaded only now, as cli._run would
         "    async def run(self):\n"  # the supervisor as it would start: GC back on

@@ -1,0 +1,52 @@
+// CHP's modules, loaded while `hubsvc run` validates its config (hubsvc/warm.py).
+//
+//   node chp_warm.mjs /path/to/configurable-http-proxy/bin/configurable-http-proxy
+//
+// Loads CHP's library, then waits for one JSON line on stdin:
+//   {"argv0": "...", "args": [...], "env": {...}}
+// and runs CHP's own bin script with exactly that command line and environment (the
+// process then is CHP). Until that line arrives it has read no configuration and bound
+// no port. End of stdin without a line (hubsvc chose not to run CHP, failed a check, or
+// died) ends it, quietly.
+import path from "node:path";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+
+const bin = process.argv[2];
+// CHP's library and its command-line parser (found from the bin script's folder).
+// A missing or broken one is not reported here: CHP's own start meets it again and says
+// so in its output, as it would have without this loader.
+const preload = async (where) => {
+  try {
+    await import(pathToFileURL(where()).href);
+  } catch {
+    // see above
+  }
+};
+const loaded = Promise.all([
+  preload(() => path.join(path.dirname(bin), "..", "lib", "configproxy.js")),
+  preload(() => createRequire(bin).resolve("commander")),
+]);
+
+const chunks = [];
+process.stdin.on("data", (chunk) => chunks.push(chunk));
+process.stdin.on("end", async () => {
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (text === "") {
+    process.exit(0); // not wanted
+  }
+  let msg;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    process.stderr.write("chp_warm: unreadable command line on stdin\n");
+    process.exit(70);
+  }
+  await loaded;
+  for (const key of Object.keys(process.env)) {
+    delete process.env[key];
+  }
+  Object.assign(process.env, msg.env);
+  process.argv = [process.argv[0], msg.argv0, ...msg.args];
+  await import(pathToFileURL(bin).href);
+});
