@@ -99,3 +99,18 @@ def test_run_checks_everything_once(tmp_path: Path) -> None:
     assert [p.field for p in once] == [p.field for p in both]
     fields = [p.field for p in once]
     assert "ports.public" in fields and "proxy.command" in fields, fields
+
+
+def test_the_unit_shim_loads_only_what_it_needs() -> None:
+    """`hubsvc exec` runs at every start of a component unit: it checks the token's length
+    without importing hubsvc.secrets (dataclasses, the stdlib's secrets, OpenSSL)."""
+    from hubsvc import execshim, secrets
+
+    assert execshim.MIN_LENGTH == secrets.MIN_LENGTH
+    code = ("import sys\nsys.argv = ['hubsvc', 'exec', 'nothing']\n"
+            "from hubsvc.__main__ import main\nrc = main()\n"
+            "print(rc, *(m in sys.modules for m in "
+            "('hubsvc.secrets', 'dataclasses', '_hashlib', 'pydantic', 'asyncio')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["64", "False", "False", "False", "False", "False"], \
+        out.stdout + out.stderr
