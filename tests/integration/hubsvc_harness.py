@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -230,6 +231,14 @@ class Instance:
 
     def status(self) -> dict[str, Any]:
         return json.loads((self.run_dir / "status.json").read_text())
+
+    def argv(self, component: str) -> list[str]:
+        """The command line hubsvc last started `component` with (its `component_started`
+        line: a CHP run by hubsvc.warm's loader shows the loader in /proc/PID/cmdline)."""
+        found = re.findall(rf'component_started component={component} .*?argv="((?:[^"\\]|\\.)*)"',
+                           self.log_text())
+        assert found, f"no component_started for {component}"
+        return json.loads(json.loads(f'"{found[-1]}"'))  # a quoted, escaped JSON list
 
     def pid(self, component: str) -> int:
         pid = self.status()["components"][component]["pid"]
