@@ -104,6 +104,7 @@ def begin(argv: Sequence[str]) -> None:
     global _pending
     if "-h" in argv or "--help" in argv:
         return
+    # config.resolve_path's order; a wrong guess only means another node is loading
     config_path = option_value(argv, "--config") or os.environ.get("HUBSVC_CONFIG") \
         or "/etc/hubsvc/hubsvc.toml"
     if "JOURNAL_STREAM" in os.environ:  # only then can hubsvc's output be the journal
