@@ -60,9 +60,7 @@ def supervisor_running(doc: dict[str, Any]) -> bool:
 def add_unit_views(doc: dict[str, Any]) -> None:
     """systemd's own view of each component unit, read now through pystemd."""
     try:
-        from pystemd.dbuslib import DBus
-
-        from .launch.systemd import UNITS, unit_view
+        from .launch.systemd import UNITS, DBus, unit_view
 
         with DBus() as bus:
             for comp, name in UNITS.items():

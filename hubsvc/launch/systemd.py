@@ -23,21 +23,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
-from pystemd.dbuslib import DBus, apply_signature
 
 from ..components import ComponentSpec
 from ..output import Sink
 from . import ByPid
 
 log = structlog.get_logger("hubsvc")
+
+
+def dbuslib() -> Any:
+    """pystemd's sd-bus binding (pystemd.dbuslib) alone. Importing it the usual way runs
+    pystemd's package __init__, which also loads its introspection layer and lxml (~40 ms
+    at every `hubsvc run` under systemd, before CHP's unit is started); hubsvc never uses
+    them, so the package is registered without being run. Its submodules load as usual."""
+    if "pystemd" not in sys.modules:
+        spec = importlib.util.find_spec("pystemd")
+        if spec is not None and spec.submodule_search_locations is not None:
+            sys.modules["pystemd"] = importlib.util.module_from_spec(spec)
+    from pystemd import dbuslib as lib
+
+    return lib
+
+
+_lib = dbuslib()
+DBus, apply_signature = _lib.DBus, _lib.apply_signature
 
 DEST = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"

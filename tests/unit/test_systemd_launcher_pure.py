@@ -4,6 +4,9 @@ component units for the next supervisor, and what a unit must match to be adopte
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from hubsvc.launch.systemd import successor_follows
@@ -62,3 +65,12 @@ def test_the_launch_doc_names_chps_version(tmp_path) -> None:
                                                   "version": "5.4.0"}))
     assert program_version(str(link)) == "configurable-http-proxy 5.4.0"
     assert program_version(str(tmp_path / "nothing")) is None
+
+
+def test_the_dbus_binding_loads_without_pystemds_introspection_layer() -> None:
+    """hubsvc uses pystemd's sd-bus binding only; its package __init__ would also load lxml
+    (~40 ms before CHP's unit is started). Checked in a fresh interpreter."""
+    code = ("import sys\nfrom hubsvc.launch import systemd\n"
+            "print(systemd.DBus.__module__, 'lxml' in sys.modules, 'pystemd.base' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["pystemd.dbuslib", "False", "False"], out.stdout + out.stderr
