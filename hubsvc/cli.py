@@ -17,6 +17,7 @@ from .doctor.finding import problems_text
 
 if TYPE_CHECKING:
     from .launch.process import HeadStart
+    from .launch.systemd import UnitHeadStart
     from .secrets import SecretFiles
 
 EX_OK = 0
@@ -86,17 +87,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  "give the account that runs hubsvc ownership of the state "
                                  "directory")], str(cfg.source))
         return EX_CONFIG
-    head = None
+    head: HeadStart | UnitHeadStart | None = None
     if launcher_name != "process":
         from . import warm
 
         warm.discard()  # systemd runs CHP in its unit
-    else:
-        try:
-            head = _head_start(cfg, files, log_mode)
-        except ConfigError as e:
-            _print_problems(e.problems, str(cfg.source))
-            return EX_CONFIG
+    try:
+        head = (_head_start(cfg, files, log_mode) if launcher_name == "process"
+                else _unit_head_start(cfg, files))
+    except ConfigError as e:
+        _print_problems(e.problems, str(cfg.source))
+        return EX_CONFIG
     import asyncio
 
     if not configured:
@@ -163,8 +164,24 @@ def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> HeadStart | N
     return head
 
 
+def _unit_head_start(cfg: Config, files: SecretFiles) -> UnitHeadStart | None:
+    """Start hubsvc-proxy.service now, with the launch file the supervisor's first start
+    of it would write (launch.systemd.head_start); None if it was not started."""
+    from . import components
+    from . import secrets as secrets_mod
+    from .launch.systemd import head_start
+
+    argv, _digest = components.proxy_command(cfg)
+    try:
+        env = components.proxy_env(secrets_mod.read(files.proxy_token))
+    except OSError:
+        return None  # the supervisor's own start of CHP meets it again, and says why
+    return head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
+
+
 async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFiles,
-               created: list[str], head: HeadStart | None, fallback_reason: str | None) -> int:
+               created: list[str], head: HeadStart | UnitHeadStart | None,
+               fallback_reason: str | None) -> int:
     import asyncio
     import contextlib
 
@@ -238,12 +255,13 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFile
         if launcher_name == "systemd":
             from .launch.systemd import SystemdLauncher
 
-            launcher: Any = SystemdLauncher(cfg.paths.runtime_dir)
+            launcher: Any = SystemdLauncher(cfg.paths.runtime_dir,
+                                            [head] if head is not None else [])  # type: ignore[list-item]
         else:
             from .launch.process import ProcessLauncher
 
-            launcher = ProcessLauncher([head] if head is not None else [])
-            stack.callback(launcher.discard_head_starts)  # never taken: a stop came first
+            launcher = ProcessLauncher([head] if head is not None else [])  # type: ignore[list-item]
+        stack.callback(launcher.discard_head_starts)  # never taken: a stop came first
         log.info("launcher", launcher=launcher_name, output=output)
         sup = Supervisor(
             cfg, build(cfg), launcher, notifier,
@@ -254,7 +272,8 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFile
             reloader=reload,
             rollback=rollback,
             probe_client=probe_client,
-            sinks={"proxy": head.sink} if head is not None else None,
+            sinks={"proxy": head.sink} if launcher_name == "process" and head is not None
+            else None,  # type: ignore[union-attr]
         )
         # whether users' servers outlive hubsvc's actions (another Python loading the
         # admin's config): once ready, not while CHP and the hub start

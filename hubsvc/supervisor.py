@@ -462,8 +462,11 @@ class Supervisor:
                 return
             comp.handle = handle
             early = getattr(handle, "executed_at", None)  # CHP's head start (launch.process)
-            extra = {} if early is None else {"head_start_s": round(time.monotonic() - early, 3),
-                                              "warm": getattr(handle, "warm", None)}
+            extra: dict[str, Any] = {}
+            if early is not None:
+                extra["head_start_s"] = round(time.monotonic() - early, 3)
+                if getattr(handle, "warm", None) is not None:  # hubsvc.warm
+                    extra["warm"] = handle.warm
             log.info("component_started", component=comp.name, pid=handle.pid,
                      argv=comp.spec.argv, **extra)
             self._watch_exit(comp)

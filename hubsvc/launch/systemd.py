@@ -28,7 +28,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,14 +247,78 @@ class UnitHandle(ByPid):
             log.debug("kill_unit_failed", unit=self.name, error=str(e))
 
 
+def launch_doc(argv: list[str], cwd: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """The command line `hubsvc exec` runs inside the unit (no secret in it), and the
+    version of the program it names: an upgrade that brings another CHP must not adopt
+    the old one (same path, new files on disk). As read back from its file (JSON)."""
+    return json.loads(json.dumps({
+        "argv": list(argv), "cwd": str(cwd),
+        "env": {k: v for k, v in env.items() if k in ("PATH", "LANG", "LC_ALL")},
+        "version": program_version(argv[0])}))
+
+
+def write_launch(runtime_dir: Path, component: str, doc: dict[str, Any]) -> Path:
+    path = runtime_dir / f"{component}.launch.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+class UnitHeadStart:
+    """A component unit `hubsvc run` started before its supervisor was loaded (CHP's head
+    start with this launcher), and the launch file it was started with."""
+
+    def __init__(self, component: str, doc: dict[str, Any], started_at: float):
+        self.name, self.doc, self.started_at = component, doc, started_at
+        self.unit = UNITS[component]
+
+    def differs(self, spec: ComponentSpec) -> list[str]:
+        """What the supervisor's start would run differently (launch file keys, never
+        values); empty when it may take this unit."""
+        doc = launch_doc(spec.argv, spec.cwd, spec.env)
+        return sorted(k for k in doc.keys() | self.doc.keys() if doc.get(k) != self.doc.get(k))
+
+
+def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str],
+               runtime_dir: Path = RUNTIME_DIR) -> UnitHeadStart | None:
+    """Start the component's unit now, with the launch file the supervisor's first start
+    would write, without waiting for systemd's job: CHP starts while hubsvc loads its
+    supervisor (SystemdLauncher.start takes the unit). Only from a stopped unit
+    (inactive or failed): one still running (kept across a restart of hubsvc) is the
+    supervisor's to adopt or replace. None then, or on any D-Bus error (the supervisor's
+    own start does it, and says why)."""
+    name = UNITS[component]
+    doc = launch_doc(argv, cwd, env)
+    try:
+        with _bus_timeout(BUS_TIMEOUT_S), DBus() as bus:
+            path = _load_unit(bus, name)
+            state = _s(bus.get_property(DEST, path, UNIT, b"ActiveState", b"s"))
+            if state not in ("inactive", "failed"):
+                return None
+            write_launch(runtime_dir, component, doc)
+            if state == "failed":
+                bus.call_method(DEST, MANAGER_PATH, MANAGER, b"ResetFailedUnit",
+                                apply_signature(b"s", [name.encode()]))
+            started_at = time.monotonic()
+            bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StartUnit",
+                            apply_signature(b"ss", [name.encode(), b"replace"]))
+    except Exception as e:
+        log.info("head_start_skipped", unit=name, error=f"{type(e).__name__}: {e}")
+        return None
+    return UnitHeadStart(component, doc, started_at)
+
+
 class SystemdLauncher:
     """Starts each component as its shipped unit. Requires root and systemd as PID 1."""
 
     name = "systemd"
 
-    def __init__(self, runtime_dir: Path = RUNTIME_DIR):
+    def __init__(self, runtime_dir: Path = RUNTIME_DIR, head_starts: Sequence[UnitHeadStart] = ()):
         self.runtime_dir = runtime_dir
         self._bus: Bus | None = None
+        self._head = {h.name: h for h in head_starts}
 
     @property
     def bus(self) -> Bus:
@@ -263,20 +328,10 @@ class SystemdLauncher:
 
     @staticmethod
     def launch_doc(spec: ComponentSpec) -> dict[str, Any]:
-        """The command line `hubsvc exec` runs inside the unit (no secret in it), and the
-        version of the program it names: an upgrade that brings another CHP must not
-        adopt the old one (same path, new files on disk)."""
-        return {"argv": spec.argv, "cwd": str(spec.cwd),
-                "env": {k: v for k, v in spec.env.items() if k in ("PATH", "LANG", "LC_ALL")},
-                "version": program_version(spec.argv[0])}
+        return launch_doc(spec.argv, spec.cwd, spec.env)
 
     def write_launch(self, spec: ComponentSpec) -> Path:
-        path = self.runtime_dir / f"{spec.name}.launch.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.launch_doc(spec)))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-        return path
+        return write_launch(self.runtime_dir, spec.name, self.launch_doc(spec))
 
     def _active_pid(self, name: str) -> tuple[bytes, int]:
         """The unit's object path and its main pid (0 unless it is active and running)."""
@@ -289,6 +344,14 @@ class SystemdLauncher:
     async def start(self, spec: ComponentSpec, sink: Sink) -> UnitHandle:
         name = UNITS[spec.name]
         bus = self.bus
+        early = self._head.pop(spec.name, None)
+        if early is not None:
+            differs = early.differs(spec)
+            if not differs:
+                return await self._take(early, spec)
+            # stopped as a leftover below, then started with this spec's launch file
+            log.warning("head_start_discarded", component=spec.name, unit=name,
+                        differs=differs, action="stopped; started afresh")
         path, leftover = self._active_pid(name)
         if leftover:
             # running from before this start (not adopted): a start is a fresh process
@@ -308,6 +371,35 @@ class SystemdLauncher:
         pid = int(bus.get(path, SERVICE, b"MainPID", b"u"))
         return UnitHandle(bus, name, path, pid)
 
+    async def _take(self, early: UnitHeadStart, spec: ComponentSpec) -> UnitHandle:
+        """The unit the head start started: wait for that start (a start job on a unit
+        still starting joins its job; on one already active it is done at once), like
+        any start. One that failed meanwhile is started again by the same call."""
+        name, bus = early.unit, self.bus
+        try:
+            result = await bus.run_job(b"StartUnit", name, spec.start_timeout_s)
+        except TimeoutError:
+            raise OSError(f"{name} did not start within {spec.start_timeout_s:g}s") from None
+        if result != "done":
+            raise OSError(f"systemd could not start {name}: job {result} "
+                          f"(see journalctl -u {name})")
+        path = bus.unit_path(name)
+        handle = UnitHandle(bus, name, path, int(bus.get(path, SERVICE, b"MainPID", b"u")))
+        handle.executed_at = early.started_at  # type: ignore[attr-defined]  # component_started
+        return handle
+
+    def discard_head_starts(self) -> None:
+        """Stop a unit the head start started that no start took (a stop came first)."""
+        while self._head:
+            early = self._head.popitem()[1]
+            try:
+                with _bus_timeout(BUS_TIMEOUT_S), DBus() as bus:
+                    bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StopUnit",
+                                    apply_signature(b"ss", [early.unit.encode(), b"replace"]))
+                log.info("head_start_stopped", unit=early.unit)
+            except Exception as e:  # hubsvc.service's ExecStopPost stops it then
+                log.warning("head_start_not_stopped", unit=early.unit, error=str(e))
+
     async def adopt(self, spec: ComponentSpec, sink: Sink) -> UnitHandle | None:
         """The component's unit left running by the previous supervisor (a restart or an
         upgrade of hubsvc), when it runs exactly the command line and program version
@@ -315,8 +407,8 @@ class SystemdLauncher:
         the leftover first). The caller still checks that it answers with the current
         token before relying on it."""
         name = UNITS[spec.name]
-        if spec.name not in ADOPTABLE:
-            return None
+        if spec.name not in ADOPTABLE or spec.name in self._head:
+            return None  # the head start's unit is this supervisor's own: start() takes it
         path, pid = self._active_pid(name)
         if not pid:
             return None
@@ -324,7 +416,7 @@ class SystemdLauncher:
         # starting it (the unit's own copy under /run/credentials is hidden from this
         # sandbox). /run/hubsvc survives a restart of hubsvc: RuntimeDirectoryPreserve=.
         running = _read_json(self.runtime_dir / f"{spec.name}.launch.json")
-        if running != json.loads(json.dumps(self.launch_doc(spec))):
+        if running != self.launch_doc(spec):
             log.info("not_adopted", unit=name, pid=pid,
                      reason="its command line or version differs from this config's"
                      if running is not None else "its launch file is gone")

@@ -57,6 +57,7 @@ def test_units_come_and_go_with_hubsvc(m: Machine) -> None:
     for unit in (PROXY, HUB):
         assert m.prop(unit, "LoadState") == "loaded"
         assert m.prop(unit, "ActiveState") == "inactive"
+    cursor = m.cursor()
     m.run(f"systemctl start {MAIN}", timeout=150)
     st = m.status()
     assert st["ready"] is True and st["launcher"] == "systemd"
@@ -77,6 +78,15 @@ def test_units_come_and_go_with_hubsvc(m: Machine) -> None:
         assert view["unit"] == unit and view["active_state"] == "active"
         assert view["main_pid"] == st["components"][comp]["pid"] and view["n_restarts"] == 0
     assert "systemd: hubsvc-proxy.service active/running" in m.out("hubsvc status")
+    # a cold start: CHP's unit was started before the supervisor was loaded (its head
+    # start), and taken by the supervisor's first start, not "adopted"
+    events = [e for e in m.journal(MAIN, since_cursor=cursor) if e.get("HUBSVC_EVENT")]
+    started = [e for e in events if e["HUBSVC_EVENT"] == "component_started"
+               and e.get("HUBSVC_COMPONENT") == "proxy"]
+    assert len(started) == 1 and float(started[0]["HUBSVC_HEAD_START_S"]) > 0, started
+    assert int(started[0]["HUBSVC_PID"]) == st["components"]["proxy"]["pid"]
+    assert not [e for e in events if e["HUBSVC_EVENT"] in ("component_adopted", "adopted_unit",
+                                                           "head_start_discarded")]
 
 
 def test_each_component_logs_under_its_own_unit(m: Machine) -> None:

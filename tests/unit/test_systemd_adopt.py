@@ -48,7 +48,7 @@ class FakeBus:
         unit = self.units[name]
         if method == b"StopUnit":
             unit.update(ActiveState="inactive", MainPID=0)
-        else:
+        elif unit["ActiveState"] != "active":  # a start job on an active unit: done, nothing new
             self.next_pid += 1
             unit.update(ActiveState="active", MainPID=self.next_pid)
         return "done"
@@ -155,5 +155,40 @@ def test_keep_on_stop_follows_systemds_job(monkeypatch: pytest.MonkeyPatch, tmp_
         la, _ = launcher(tmp_path)
         assert await la.keep_on_stop(spec("proxy", PROXY_ARGV)) is keep
         assert await la.keep_on_stop(spec("hub", ["/opt/hubsvc/bin/jupyterhub"])) is False
+
+    run(go)
+
+
+def head_started(tmp_path: Path, bus: FakeBus, argv: list[str]) -> sd.UnitHeadStart:
+    """What launch.systemd.head_start leaves: the launch file, the unit started (pid 555)."""
+    doc = sd.launch_doc(argv, Path("/"), {"PATH": "/usr/bin", "SECRET": "x"})
+    sd.write_launch(tmp_path, "proxy", doc)
+    bus.units["hubsvc-proxy.service"].update(ActiveState="active", MainPID=555)
+    return sd.UnitHeadStart("proxy", doc, started_at=123.0)
+
+
+def test_the_head_started_unit_is_taken_by_the_first_start_not_adopted(tmp_path: Path) -> None:
+    async def go() -> None:
+        la, bus = launcher(tmp_path)
+        la._head = {"proxy": head_started(tmp_path, bus, PROXY_ARGV)}
+        proxy = spec("proxy", list(PROXY_ARGV))
+        assert await la.adopt(proxy, None) is None  # type: ignore[arg-type]  # its own: no "adopted"
+        h = await la.start(proxy, None)  # type: ignore[arg-type]
+        assert h.pid == 555 and h.executed_at == 123.0  # type: ignore[attr-defined]
+        assert bus.jobs == [("StartUnit", "hubsvc-proxy.service")]  # joins its start: no stop
+
+    run(go)
+
+
+def test_a_head_started_unit_with_another_launch_file_is_replaced(tmp_path: Path) -> None:
+    async def go() -> None:
+        la, bus = launcher(tmp_path)
+        la._head = {"proxy": head_started(tmp_path, bus, [*PROXY_ARGV, "--timeout", "9"])}
+        proxy = spec("proxy", list(PROXY_ARGV))
+        assert la._head["proxy"].differs(proxy) == ["argv"]
+        h = await la.start(proxy, None)  # type: ignore[arg-type]
+        assert h.pid != 555
+        assert bus.jobs == [("StopUnit", "hubsvc-proxy.service"), ("StartUnit", "hubsvc-proxy.service")]
+        assert json.loads((tmp_path / "proxy.launch.json").read_text())["argv"] == PROXY_ARGV
 
     run(go)
