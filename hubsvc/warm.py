@@ -3,13 +3,16 @@
 From its exec to its API answering, CHP takes ~0.3 s on a small VM, most of it node
 compiling CHP's modules; `hubsvc run` takes about as long to validate hubsvc.toml and run
 its preflight before CHP may be executed. So, before anything else, `hubsvc run` starts
-node on hubsvc/chp_warm.mjs, which loads CHP's library and waits on its stdin. It has
+node on hubsvc/chp_warm.mjs, which loads CHP's library and waits on a pipe. It has
 read no configuration and bound no port. The head start (launch.process.head_start)
-then hands it CHP's command line and environment, and the process becomes CHP. CHP answers
-~0.25 s sooner.
+then hands it CHP's command line and environment, and the process becomes CHP: its API
+answers 0.1-0.16 s sooner (bench/RESULTS.md). Only the first start: a later start of CHP
+(a restart, a reload) executes it directly. The loader runs CHP's own library code, as
+hubsvc's account, before hubsvc.toml is validated: the program that account would run
+anyway, with no port and no token.
 
 Any other outcome (the config names another command, a check fails, the launcher is
-systemd, hubsvc exits or dies) closes its stdin, or stops it: it ends without having
+systemd, hubsvc exits or dies) closes that pipe, or stops it: it ends without having
 done anything. It is only tried where it can be matched exactly: CHP's npm bin script
 run by node, under the process launcher. Reads the raw TOML only for
 `supervisor.launcher` and `proxy.command`: validating the file is config.load's job,
@@ -25,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from .output import Sink
 
 LOADER = Path(__file__).resolve().parent / "chp_warm.mjs"
 CWD = Path("/")  # components.PROXY_CWD; compared again at the hand-over
+HAND_OVER_S = 2.0  # for it to read CHP's command line (it reads at once unless hung)
 TOKEN_ENV = "CONFIGPROXY_AUTH_TOKEN"  # the one variable it is given only at the hand-over
 PACKAGE = "configurable-http-proxy"
 
@@ -47,10 +53,17 @@ class Warm:
         self.bin, self.env, self.cwd, self.sink = bin_script, dict(env), CWD, sink
         self.sink_mode = mode  # what `sink` was prepared for (sink_mode())
         out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
-        self.popen = subprocess.Popen(
-            [node, str(LOADER), str(bin_script)], stdin=subprocess.PIPE, stdout=out,
-            stderr=out, env=self.env, cwd=self.cwd, start_new_session=True,
-            preexec_fn=host.die_with_parent())
+        r, self._control = os.pipe()  # its end is passed by number; both close-on-exec here
+        try:
+            self.popen = subprocess.Popen(
+                [node, str(LOADER), str(bin_script), str(r)], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=out, env=self.env, cwd=self.cwd, start_new_session=True,
+                pass_fds=(r,), preexec_fn=host.die_with_parent())
+        except BaseException:
+            os.close(self._control)
+            raise
+        finally:
+            os.close(r)
 
     def mismatch(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
                  sink: Sink) -> str | None:
@@ -65,6 +78,8 @@ class Warm:
             return "argv"
         if {k: v for k, v in env.items() if k != TOKEN_ENV} != self.env:
             return "env"
+        if not all(_utf8(k) and _utf8(v) for k, v in env.items()):
+            return "env"  # JSON would not carry its bytes as they are
         if Path(cwd) != self.cwd:
             return "cwd"
         if sink is not self.sink:
@@ -72,27 +87,39 @@ class Warm:
         return None
 
     def hand_over(self, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
-        """Give it CHP's command line; the process it now is, or None (it had ended)."""
-        assert self.popen.stdin is not None
-        message = json.dumps({"argv0": argv[0], "args": list(argv[1:]), "env": dict(env)})
+        """Give it CHP's command line; the process it now is, or None (it had ended, or did
+        not read it within HAND_OVER_S)."""
+        message = json.dumps({"argv0": argv[0], "args": list(argv[1:]), "env": dict(env)}).encode()
+        deadline = time.monotonic() + HAND_OVER_S
+        os.set_blocking(self._control, False)
         try:
-            self.popen.stdin.write(message.encode())
-            self.popen.stdin.close()  # end of input: it runs CHP
-        except (BrokenPipeError, ValueError):
+            while message:
+                try:
+                    message = message[os.write(self._control, message):]
+                except BlockingIOError:  # more than a pipe holds: wait until it reads
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([], [self._control], [], left)[1]:
+                        return None
+        except OSError:  # BrokenPipeError: it had ended
             return None
+        finally:
+            self._close_control()  # end of the document: it runs CHP
         return self.popen
 
     def stop(self) -> None:
-        """Not wanted: close its stdin (it ends by itself), and make sure, bounded."""
-        with contextlib.suppress(OSError, ValueError):
-            if self.popen.stdin is not None:
-                self.popen.stdin.close()
+        """Not wanted: close its pipe (it ends by itself), and make sure, bounded."""
+        self._close_control()
         try:
             self.popen.wait(1.0)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(2.0)
+
+    def _close_control(self) -> None:
+        if self._control >= 0:
+            os.close(self._control)
+            self._control = -1
 
 
 _pending: Warm | None = None  # this process's warm node, until the head start takes it
@@ -189,6 +216,14 @@ def start(config_path: Path, log_mode: str) -> Warm | None:
         return None
 
 
+def _utf8(s: str) -> bool:
+    try:
+        s.encode()
+    except UnicodeEncodeError:  # undecodable bytes from the environment (surrogateescape)
+        return False
+    return True
+
+
 def _npm_bin(path: Path) -> Path | None:
     """CHP's bin script (…/configurable-http-proxy/bin/configurable-http-proxy) that
     `path` is or links to, or None."""
@@ -203,10 +238,14 @@ def _npm_bin(path: Path) -> Path | None:
 
 
 def _node(script: Path, search: str) -> str | None:
-    """The node that running `script` would execute (its #! line), or None."""
+    """The node that running `script` would execute, when its #! line is exactly node (no
+    options, which this loader would not pass on), or None."""
     import shutil
 
-    words = host.shebang(script)
-    if not words or len(words) != 1 or os.path.basename(words[0]) != "node":
+    line = host.first_line(script)
+    words = line[2:].split() if line.startswith("#!") else []
+    if len(words) == 2 and os.path.basename(words[0]) == "env":
+        words = words[1:]
+    if len(words) != 1 or os.path.basename(words[0]) != "node":
         return None
     return words[0] if "/" in words[0] else shutil.which(words[0], path=search)

@@ -110,7 +110,9 @@ def test_it_binds_nothing_then_becomes_chp_with_the_token_it_is_given(loaded) ->
     with httpx.Client(trust_env=False, timeout=2) as c:  # and no other token
         r = c.get(f"http://127.0.0.1:{api}/api/routes", headers={"Authorization": "token x"})
         assert r.status_code == 403
+    assert os.readlink(f"/proc/{w.popen.pid}/fd/0") == "/dev/null"  # as when executed
     head.handle.stop_and_reap()
+    assert head.handle.returncode == 2  # CHP's own answer to SIGTERM
 
 
 @pytest.mark.parametrize("what", ["argv", "env", "cwd"])
@@ -138,9 +140,18 @@ def test_anything_else_is_executed_as_before(loaded, what: str) -> None:
 def test_not_wanted_it_ends_by_itself(loaded) -> None:
     w, _lines = loaded
     time.sleep(0.3)
-    assert w.popen.stdin is not None
-    w.popen.stdin.close()  # what stop() does first
+    w._close_control()  # what stop() does first
     assert w.popen.wait(5) == 0  # ended on its own: no signal needed
+
+
+def test_an_environment_json_cannot_carry_is_executed_as_before(loaded) -> None:
+    w, _lines = loaded
+    w.env["ODD"] = b"caf\xe9".decode(errors="surrogateescape")  # not UTF-8
+    api = free_port()
+    head = head_start("proxy", [str(CHP), *chp_args(api)], {**w.env, "CONFIGPROXY_AUTH_TOKEN": "t"},
+                      warm.CWD, w.sink, w)
+    assert head is not None and head.warm == "env" and head.handle.pid != w.popen.pid
+    head.handle.stop_and_reap()
 
 
 def test_nothing_is_loaded_where_it_could_not_be_matched(tmp_path: Path) -> None:
@@ -148,6 +159,14 @@ def test_nothing_is_loaded_where_it_could_not_be_matched(tmp_path: Path) -> None
     fake.write_text("#!/bin/sh\nexec sleep 30\n")
     fake.chmod(0o755)
     assert warm.start(toml(tmp_path, command=str(fake)), "line") is None  # not CHP's bin
+    # CHP's bin whose #! line gives node options the loader would not pass on
+    pkg = tmp_path / "node_modules" / "configurable-http-proxy"
+    (pkg / "bin").mkdir(parents=True)
+    (pkg / "package.json").write_text('{"name": "configurable-http-proxy"}')
+    script = pkg / "bin" / "configurable-http-proxy"
+    script.write_text("#!/usr/bin/env -S node --max-old-space-size=64\n")
+    script.chmod(0o755)
+    assert warm.start(toml(tmp_path, command=str(script)), "line") is None
     assert warm.start(toml(tmp_path, launcher="systemd", command=str(CHP)), "line") is None
     (tmp_path / "hubsvc.toml").write_text("[proxy\n")  # config.load reports it
     assert warm.start(tmp_path / "hubsvc.toml", "line") is None
@@ -201,6 +220,24 @@ def test_a_hubsvc_that_dies_leaves_nothing(tmp_path: Path) -> None:
     assert rc == -9, err
     assert len(lines) == 1 and lines[0].startswith("orphan "), lines
     assert int(lines[0].split()[2]) in (0, -15), lines  # ended itself, or by PDEATHSIG
+
+
+def test_chp_handed_over_dies_with_hubsvc(tmp_path: Path) -> None:
+    """After the hand-over the process is CHP, which ignores the closed pipe: it must still
+    end when hubsvc is killed with -9 (PR_SET_PDEATHSIG), not hold the ports."""
+    code = ("import os, signal, sys, time\nfrom hubsvc import warm\n"
+            "from hubsvc.launch.process import head_start\n"
+            f"w = warm.start(__import__('pathlib').Path({str(toml(tmp_path, command=str(CHP)))!r}), 'line')\n"
+            f"argv = [{str(CHP)!r}, *{chp_args(free_port())!r}]\n"
+            "env = {**w.env, 'CONFIGPROXY_AUTH_TOKEN': 't'}\n"
+            "head = head_start('proxy', argv, env, warm.CWD, w.sink, w)\n"
+            "assert head.warm == 'loaded', head.warm\n"
+            "print('chp', head.handle.pid, flush=True)\n"
+            "time.sleep(1.0)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    rc, lines, err = under_subreaper(tmp_path, sys.executable, "-c", code)
+    assert rc == -9, err
+    assert lines == [lines[0]] and lines[0].split()[0] == "orphan", lines
+    assert int(lines[0].split()[2]) in (2, -15), lines  # SIGTERM: CHP exits 2
 
 
 def test_a_config_that_fails_its_checks_leaves_nothing(tmp_path: Path) -> None:
