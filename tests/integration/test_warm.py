@@ -192,7 +192,15 @@ SUBREAPER = textwrap.dedent("""
         else:
             time.sleep(0.02)
     else:
-        print("still running", flush=True)
+        # left running (the failure this test looks for): ended here, not left to init
+        kids = set()
+        for task in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+                kids.update(int(pid) for pid in f.read().split())
+        for pid in kids:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        print("still running", *sorted(kids), flush=True)
 """)
 
 
