@@ -343,7 +343,6 @@ class SystemdLauncher:
 
     async def start(self, spec: ComponentSpec, sink: Sink) -> UnitHandle:
         name = UNITS[spec.name]
-        bus = self.bus
         early = self._head.pop(spec.name, None)
         if early is not None:
             differs = early.differs(spec)
@@ -359,34 +358,30 @@ class SystemdLauncher:
             log.warning("stopping_leftover_unit", unit=name, pid=leftover)
             await self._stop_unit(name, spec.stop_timeout_s + 5)
         self.write_launch(spec)
-        if _s(bus.get(path, UNIT, b"ActiveState", b"s")) == "failed":
-            bus.call(MANAGER_PATH, MANAGER, b"ResetFailedUnit", b"s", [name.encode()])
-        try:
-            result = await bus.run_job(b"StartUnit", name, spec.start_timeout_s)
-        except TimeoutError:
-            raise OSError(f"{name} did not start within {spec.start_timeout_s:g}s") from None
-        if result != "done":
-            raise OSError(f"systemd could not start {name}: job {result} "
-                          f"(see journalctl -u {name})")
-        pid = int(bus.get(path, SERVICE, b"MainPID", b"u"))
-        return UnitHandle(bus, name, path, pid)
+        return await self._start_unit(name, path, spec.start_timeout_s)
 
     async def _take(self, early: UnitHeadStart, spec: ComponentSpec) -> UnitHandle:
         """The unit the head start started: wait for that start (a start job on a unit
         still starting joins its job; on one already active it is done at once), like
         any start. One that failed meanwhile is started again by the same call."""
-        name, bus = early.unit, self.bus
+        handle = await self._start_unit(early.unit, self.bus.unit_path(early.unit),
+                                        spec.start_timeout_s)
+        handle.executed_at = early.started_at  # type: ignore[attr-defined]  # component_started
+        return handle
+
+    async def _start_unit(self, name: str, path: bytes, timeout: float) -> UnitHandle:
+        """StartUnit, and wait for systemd's job; the unit's main process."""
+        bus = self.bus
+        if _s(bus.get(path, UNIT, b"ActiveState", b"s")) == "failed":
+            bus.call(MANAGER_PATH, MANAGER, b"ResetFailedUnit", b"s", [name.encode()])
         try:
-            result = await bus.run_job(b"StartUnit", name, spec.start_timeout_s)
+            result = await bus.run_job(b"StartUnit", name, timeout)
         except TimeoutError:
-            raise OSError(f"{name} did not start within {spec.start_timeout_s:g}s") from None
+            raise OSError(f"{name} did not start within {timeout:g}s") from None
         if result != "done":
             raise OSError(f"systemd could not start {name}: job {result} "
                           f"(see journalctl -u {name})")
-        path = bus.unit_path(name)
-        handle = UnitHandle(bus, name, path, int(bus.get(path, SERVICE, b"MainPID", b"u")))
-        handle.executed_at = early.started_at  # type: ignore[attr-defined]  # component_started
-        return handle
+        return UnitHandle(bus, name, path, int(bus.get(path, SERVICE, b"MainPID", b"u")))
 
     def discard_head_starts(self) -> None:
         """Stop a unit the head start started that no start took (a stop came first)."""
