@@ -119,7 +119,14 @@ def child() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_process_questions_on_a_real_child(child: subprocess.Popen[bytes]) -> None:
-    env = host.environ(child.pid)
+    # Popen returns when the exec closed its close-on-exec pipe, which the kernel does
+    # before it lays out the new environment: an empty /proc/PID/environ for a moment
+    env: dict[str, str] | None = {}
+    for _ in range(200):
+        env = host.environ(child.pid)
+        if env:
+            break
+        time.sleep(0.01)
     assert env is not None and env["HUBSVC_HOST_TEST"] == "marker=1"
     assert host.cmdline(child.pid) == "sleep 60"
     assert child.pid in set(host.pids_of_tree(os.getpid()))
