@@ -16,6 +16,8 @@ from .config import Config, ConfigError, Problem
 from .doctor.finding import problems_text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .launch.process import HeadStart
     from .launch.systemd import UnitHeadStart
     from .secrets import SecretFiles
@@ -87,14 +89,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  "give the account that runs hubsvc ownership of the state "
                                  "directory")], str(cfg.source))
         return EX_CONFIG
-    head: HeadStart | UnitHeadStart | None = None
+    heads: list[HeadStart] | list[UnitHeadStart]
     if launcher_name != "process":
         from . import warm
 
         warm.discard()  # systemd runs CHP in its unit
     try:
-        head = (_head_start(cfg, files, log_mode) if launcher_name == "process"
-                else _unit_head_start(cfg, files))
+        heads = (_head_start(cfg, files, log_mode) if launcher_name == "process"
+                 else _unit_head_start(cfg, files))
     except ConfigError as e:
         _print_problems(e.problems, str(cfg.source))
         return EX_CONFIG
@@ -102,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not configured:
         logs.configure(args.log_level, mode=log_mode)
-    return asyncio.run(_run(cfg, launcher_name, log_mode, files, created, head,
+    return asyncio.run(_run(cfg, launcher_name, log_mode, files, created, heads,
                             fallback_reason))
 
 
@@ -133,10 +135,11 @@ def _output_mode(cfg: Config, launcher_name: str, log_mode: str) -> str:
     return "journal" if log_mode == "journal" else f"file:{cfg.paths.state_dir / 'log'}"
 
 
-def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> HeadStart | None:
+def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> list[HeadStart]:
     """Execute CHP now, with the command line, environment and output the supervisor's
-    first start of it would use (launch.process.HeadStart); None if it cannot be
-    executed (the supervisor's start then reports why)."""
+    first start of it would use (launch.process.HeadStart), then the hub held
+    (`_hub_hold`); what could not be started is left to the supervisor's start, which
+    then reports why."""
     from . import components
     from . import secrets as secrets_mod
     from .launch.process import head_start
@@ -161,12 +164,39 @@ def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> HeadStart | N
             warm.stop()
         if head is None:
             sink.close()
-    return head
+    return [h for h in (head, _hub_hold(cfg, log_mode)) if h is not None]
 
 
-def _unit_head_start(cfg: Config, files: SecretFiles) -> UnitHeadStart | None:
+def _hub_command(cfg: Config) -> tuple[list[str], dict[str, str], Path]:
+    """The hub's command line, environment and working directory (components.hub_spec)."""
+    from . import components, hubconfig
+
+    return (components.hub_command(cfg, hubconfig.generated_path(cfg)), host.child_env(),
+            cfg.paths.state_dir)
+
+
+def _hub_hold(cfg: Config, log_mode: str) -> HeadStart | None:
+    """The hub's own command line, held (hubsvc.hold): JupyterHub's modules load while CHP
+    starts; the supervisor's start of the hub, once CHP is ready, lets it run."""
+    from .launch.process import hold_start
+    from .output import Sink
+
+    argv, env, cwd = _hub_command(cfg)
+    sink = Sink("hub")
+    try:
+        sink.prepare(_output_mode(cfg, "process", log_mode))
+        hold = hold_start("hub", argv, env, cwd, sink)
+    except OSError:
+        hold = None
+    if hold is None:
+        sink.close()
+    return hold
+
+
+def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
     """Start hubsvc-proxy.service now, with the launch file the supervisor's first start
-    of it would write (launch.systemd.head_start); None if it was not started."""
+    of it would write (launch.systemd.head_start), then hubsvc-hub.service held; what was
+    not started is left to the supervisor."""
     from . import components
     from . import secrets as secrets_mod
     from .launch.systemd import head_start
@@ -175,12 +205,17 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> UnitHeadStart | None:
     try:
         env = components.proxy_env(secrets_mod.read(files.proxy_token))
     except OSError:
-        return None  # the supervisor's own start of CHP meets it again, and says why
-    return head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
+        return []  # the supervisor's own start of CHP meets it again, and says why
+    proxy = head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
+    if proxy is None:
+        return []  # a proxy kept running: its hub starts after the adopt, not held
+    hub_argv, hub_env, hub_cwd = _hub_command(cfg)
+    hub = head_start("hub", hub_argv, hub_cwd, hub_env, cfg.paths.runtime_dir, hold=True)
+    return [h for h in (proxy, hub) if h is not None]
 
 
 async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFiles,
-               created: list[str], head: HeadStart | UnitHeadStart | None,
+               created: list[str], heads: list[HeadStart] | list[UnitHeadStart],
                fallback_reason: str | None) -> int:
     import asyncio
     import contextlib
@@ -255,12 +290,11 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFile
         if launcher_name == "systemd":
             from .launch.systemd import SystemdLauncher
 
-            launcher: Any = SystemdLauncher(cfg.paths.runtime_dir,
-                                            [head] if head is not None else [])  # type: ignore[list-item]
+            launcher: Any = SystemdLauncher(cfg.paths.runtime_dir, heads)  # type: ignore[arg-type]
         else:
             from .launch.process import ProcessLauncher
 
-            launcher = ProcessLauncher([head] if head is not None else [])  # type: ignore[list-item]
+            launcher = ProcessLauncher(heads)  # type: ignore[arg-type]
         stack.callback(launcher.discard_head_starts)  # never taken: a stop came first
         log.info("launcher", launcher=launcher_name, output=output)
         sup = Supervisor(
@@ -272,13 +306,13 @@ async def _run(cfg: Config, launcher_name: str, log_mode: str, files: SecretFile
             reloader=reload,
             rollback=rollback,
             probe_client=probe_client,
-            sinks={"proxy": head.sink} if launcher_name == "process" and head is not None
+            sinks={h.name: h.sink for h in heads} if launcher_name == "process"
             else None,  # type: ignore[union-attr]
         )
         # whether users' servers outlive hubsvc's actions (another Python loading the
         # admin's config): once ready, not while CHP and the hub start
         sup.on_ready.append(lambda: _survival_check(cfg, launcher_name))
-        if head is not None:  # a stop before the bring-up took it: stopped before the sinks close
+        if heads:  # a stop before the bring-up took them: stopped before the sinks close
             sup.on_stop.append(launcher.discard_head_starts)
         sup.periodic.append(_overrides_reporter(cfg))
         sup.periodic.append(_lost_lines_reporter(sup))

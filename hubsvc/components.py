@@ -136,11 +136,9 @@ def _proxy_tls(cfg: Config) -> tuple[list[str], str]:
 def hub_spec(cfg: Config, generated_config: Path, client: probes.AnyClient) -> ComponentSpec:
     """`generated_config` must already hold what this config renders: its content and the
     admin's file are part of the fingerprint."""
-    command = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)
     from . import probes
 
-    argv = [str(command or cfg.hub.command), "--config", str(generated_config),
-            *cfg.hub.extra_args]
+    argv = hub_command(cfg, generated_config)
     t = cfg.health.timeout_s
 
     async def health() -> probes.Result:
@@ -158,6 +156,12 @@ def hub_spec(cfg: Config, generated_config: Path, client: probes.AnyClient) -> C
         fingerprint=fingerprint(argv, _read_or_none(generated_config),
                                 _read_or_none(cfg.hub.config_file)),
     )
+
+
+def hub_command(cfg: Config, generated_config: Path) -> list[str]:
+    command = resolve_command(cfg.hub.command, cfg.source.parent if cfg.source else None)
+    return [str(command or cfg.hub.command), "--config", str(generated_config),
+            *cfg.hub.extra_args]
 
 
 def _read_or_none(path: Path | None) -> str | None:

@@ -264,10 +264,14 @@ def render(cfg: Config, secrets: SecretFiles) -> str:
     )
 
 
+def generated_path(cfg: Config) -> Path:
+    return cfg.paths.runtime_dir / GENERATED_NAME
+
+
 def write(cfg: Config, secrets: SecretFiles) -> Path:
     """Write the generated config atomically (0644: it holds no secret) and return its path."""
     rt = cfg.paths.runtime_dir
-    target = rt / GENERATED_NAME
+    target = generated_path(cfg)
     tmp = rt / f".{GENERATED_NAME}.{os.getpid()}.tmp"
     tmp.write_text(render(cfg, secrets))
     os.chmod(tmp, 0o644)

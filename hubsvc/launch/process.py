@@ -11,6 +11,11 @@ preflight check have passed, before it loads the supervisor and its event loop
 takes that process (`ProcessLauncher.start`) when it runs the same command line;
 otherwise the early process is stopped and CHP started afresh. Nothing here loads
 asyncio before CHP is executed.
+
+The hub's head start (`hold_start`): right after CHP's, the hub's own command line runs
+under `hubsvc.hold`, which loads JupyterHub's modules and then waits on a pipe; the
+supervisor's first start of the hub writes the byte that lets it run (`HeadStart.release`),
+once CHP is proven ready, like any start of the hub.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import host
+from ..hold import ENV as HOLD_ENV
+from ..hold import GO, hold_argv
 from . import ByPid
 
 if TYPE_CHECKING:
@@ -114,10 +121,25 @@ class HeadStart:
     when it matches exactly; otherwise it is stopped and CHP executed as usual."""
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-                 sink: Sink, warm: Warm | None = None):
+                 sink: Sink, warm: Warm | None = None, held: Sequence[str] | None = None):
         self.name, self.argv, self.env, self.cwd, self.sink = name, list(argv), dict(env), cwd, sink
         self.warm: str | None = None  # "loaded": handed to the warm node; else why not
+        self._go = -1  # with `held` (hubsvc.hold): the pipe whose byte lets it run
         popen = None
+        if held is not None:
+            r, self._go = os.pipe()
+            try:
+                out = sink.fd if sink.fd >= 0 else subprocess.DEVNULL
+                popen = subprocess.Popen(
+                    list(held), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                    env={**self.env, HOLD_ENV: f"fd:{r}"}, cwd=cwd, pass_fds=(r,),
+                    start_new_session=True, preexec_fn=_in_child)
+            except BaseException:
+                os.close(self._go)
+                raise
+            finally:
+                os.close(r)
+            self.warm = "loaded"
         if warm is not None:
             self.warm = warm.mismatch(self.argv, self.env, cwd, sink)
             if self.warm is None:
@@ -143,8 +165,27 @@ class HeadStart:
             ("cwd", Path(spec.cwd) == self.cwd),
             ("sink", sink is self.sink)) if not same]
 
+    def release(self) -> bool:
+        """Let a held process run (one executed for real: nothing to do). False when it
+        can no longer be let run: it has exited."""
+        if self._go < 0:
+            return True
+        try:
+            if self.handle.returncode is not None:
+                return False
+            os.write(self._go, GO)
+            return True
+        except OSError:  # BrokenPipeError: it exited
+            return False
+        finally:
+            os.close(self._go)
+            self._go = -1
+
     def discard(self) -> None:
         """Stop it and reap it: it was never taken."""
+        if self._go >= 0:  # a held process ends by itself at the end of its pipe
+            os.close(self._go)
+            self._go = -1
         self.handle.stop_and_reap()
 
 
@@ -157,6 +198,20 @@ def head_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path
     except (OSError, ValueError, subprocess.SubprocessError):  # ValueError: a NUL in argv
         if warm is not None:
             warm.stop()
+        return None
+
+
+def hold_start(name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+               sink: Sink) -> HeadStart | None:
+    """Run the component's command line held (hubsvc.hold: its modules load, it runs
+    only once released); None when it cannot be held (not a script of hubsvc's own
+    Python) or not executed: the supervisor's start then executes it as usual."""
+    held = hold_argv(list(argv))
+    if held is None:
+        return None
+    try:
+        return HeadStart(name, argv, env, cwd, sink, held=held)
+    except (OSError, ValueError, subprocess.SubprocessError):
         return None
 
 
@@ -174,8 +229,11 @@ class ProcessLauncher:
             differs = early.differs(spec, sink)
             if not differs:
                 # taken even if it has already exited: the supervisor then sees this start
-                # fail (its exit code, its output) like any other
-                return early.handle
+                # fail (its exit code, its output) like any other; a held one that exited
+                # never ran the command, and is started afresh
+                if early.release():
+                    return early.handle
+                differs = ["exited"]
             import structlog
 
             structlog.get_logger("hubsvc").warning(

@@ -36,6 +36,8 @@ from typing import Any
 import structlog
 
 from ..components import ComponentSpec
+from ..hold import ENV as HOLD_ENV
+from ..hold import GO, hold_argv
 from ..output import Sink
 from . import ByPid
 
@@ -268,11 +270,30 @@ def write_launch(runtime_dir: Path, component: str, doc: dict[str, Any]) -> Path
 
 class UnitHeadStart:
     """A component unit `hubsvc run` started before its supervisor was loaded (CHP's head
-    start with this launcher), and the launch file it was started with."""
+    start with this launcher; the hub's, held), and the launch file it was started with
+    (for a held one, what it runs once released)."""
 
-    def __init__(self, component: str, doc: dict[str, Any], started_at: float):
+    def __init__(self, component: str, doc: dict[str, Any], started_at: float, go: int = -1):
         self.name, self.doc, self.started_at = component, doc, started_at
         self.unit = UNITS[component]
+        # held (hubsvc.hold): the FIFO it waits on, open for writing; kept open until this
+        # hubsvc ends, so the byte stays even if the held process opens it after the write
+        self.go = go
+
+    def release(self) -> bool:
+        """Let a held unit run (one started for real: nothing to do)."""
+        if self.go < 0:
+            return True
+        try:
+            os.write(self.go, GO)
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self.go >= 0:
+            os.close(self.go)
+            self.go = -1
 
     def differs(self, spec: ComponentSpec) -> list[str]:
         """What the supervisor's start would run differently (launch file keys, never
@@ -282,22 +303,38 @@ class UnitHeadStart:
 
 
 def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str],
-               runtime_dir: Path = RUNTIME_DIR) -> UnitHeadStart | None:
+               runtime_dir: Path = RUNTIME_DIR, hold: bool = False) -> UnitHeadStart | None:
     """Start the component's unit now, with the launch file the supervisor's first start
     would write, without waiting for systemd's job: CHP starts while hubsvc loads its
-    supervisor (SystemdLauncher.start takes the unit). Only from a stopped unit
-    (inactive or failed): one still running (kept across a restart of hubsvc) is the
+    supervisor (SystemdLauncher.start takes the unit). With `hold`, the command line runs
+    under hubsvc.hold: it loads its modules and waits for the supervisor's start to
+    release it (the hub, while CHP starts); None if it cannot be held. Only from a stopped
+    unit (inactive or failed): one still running (kept across a restart of hubsvc) is the
     supervisor's to adopt or replace. None then, or on any D-Bus error (the supervisor's
     own start does it, and says why)."""
     name = UNITS[component]
     doc = launch_doc(argv, cwd, env)
+    run_doc, go = doc, -1
+    if hold:
+        held = hold_argv(argv)
+        if held is None:
+            return None
+        run_doc = launch_doc(held, cwd, env)
     try:
         with _bus_timeout(BUS_TIMEOUT_S), DBus() as bus:
             path = _load_unit(bus, name)
             state = _s(bus.get_property(DEST, path, UNIT, b"ActiveState", b"s"))
             if state not in ("inactive", "failed"):
                 return None
-            write_launch(runtime_dir, component, doc)
+            if hold:
+                fifo = runtime_dir / f"{component}.hold"
+                fifo.unlink(missing_ok=True)
+                os.mkfifo(fifo, 0o600)
+                # read-write: never blocks, and the FIFO keeps what is written until the
+                # held process reads it
+                go = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                run_doc["env"][HOLD_ENV] = str(fifo)
+            write_launch(runtime_dir, component, run_doc)
             if state == "failed":
                 bus.call_method(DEST, MANAGER_PATH, MANAGER, b"ResetFailedUnit",
                                 apply_signature(b"s", [name.encode()]))
@@ -305,9 +342,11 @@ def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str
             bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StartUnit",
                             apply_signature(b"ss", [name.encode(), b"replace"]))
     except Exception as e:
+        if go >= 0:
+            os.close(go)
         log.info("head_start_skipped", unit=name, error=f"{type(e).__name__}: {e}")
         return None
-    return UnitHeadStart(component, doc, started_at)
+    return UnitHeadStart(component, doc, started_at, go)
 
 
 class SystemdLauncher:
@@ -319,6 +358,7 @@ class SystemdLauncher:
         self.runtime_dir = runtime_dir
         self._bus: Bus | None = None
         self._head = {h.name: h for h in head_starts}
+        self._released: list[UnitHeadStart] = []  # their FIFOs close with this launcher
 
     @property
     def bus(self) -> Bus:
@@ -347,7 +387,14 @@ class SystemdLauncher:
         if early is not None:
             differs = early.differs(spec)
             if not differs:
-                return await self._take(early, spec)
+                self._released.append(early)
+                handle = await self._take(early, spec)
+                if early.release():
+                    if early.go >= 0:
+                        handle.warm = "loaded"  # type: ignore[attr-defined]  # component_started
+                    return handle
+                differs = ["exited"]
+            early.close()
             # stopped as a leftover below, then started with this spec's launch file
             log.warning("head_start_discarded", component=spec.name, unit=name,
                         differs=differs, action="stopped; started afresh")
@@ -387,6 +434,7 @@ class SystemdLauncher:
         """Stop a unit the head start started that no start took (a stop came first)."""
         while self._head:
             early = self._head.popitem()[1]
+            early.close()
             try:
                 with _bus_timeout(BUS_TIMEOUT_S), DBus() as bus:
                     bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StopUnit",
@@ -449,6 +497,8 @@ class SystemdLauncher:
         return stopped
 
     def close(self) -> None:
+        while self._released:
+            self._released.pop().close()
         if self._bus is not None:
             self._bus.close()
             self._bus = None

@@ -54,6 +54,13 @@ def test_bring_up_order_and_ready_only_after_chain(hubsvc: Instance) -> None:
         r"component_started component=proxy pid=(\d+) .*head_start_s=[0-9.]+ warm=loaded", log)
     assert started == [str(hubsvc.pid("proxy"))], log
     assert "chp_warm.mjs" in Path(f"/proc/{started[0]}/cmdline").read_text()
+    # the hub's Python loaded JupyterHub while CHP started (hubsvc.hold), and was let run
+    # only at the hub's start, after CHP was ready: that very process is the hub
+    held = re.findall(
+        r"component_started component=hub pid=(\d+) .*head_start_s=[0-9.]+ warm=loaded", log)
+    assert held == [str(hubsvc.pid("hub"))], log
+    cmdline = Path(f"/proc/{held[0]}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:3] == [b"-m", b"hubsvc.hold"] and cmdline[3].endswith(b"jupyterhub")
 
 
 def test_watchdog_pings_and_no_systemd_vars_in_children(hubsvc: Instance) -> None:

@@ -87,6 +87,19 @@ def test_units_come_and_go_with_hubsvc(m: Machine) -> None:
     assert int(started[0]["HUBSVC_PID"]) == st["components"]["proxy"]["pid"]
     assert not [e for e in events if e["HUBSVC_EVENT"] in ("component_adopted", "adopted_unit",
                                                            "head_start_discarded")]
+    # the hub's unit was started then too, held (hubsvc.hold: JupyterHub's modules loaded
+    # while CHP started), and let run by the supervisor's start of the hub, after CHP
+    # was ready: its main process is the hub, with the hub's command line after the hold
+    hub = [e for e in events if e["HUBSVC_EVENT"] == "component_started"
+           and e.get("HUBSVC_COMPONENT") == "hub"]
+    assert len(hub) == 1 and hub[0].get("HUBSVC_WARM") == "loaded", hub
+    assert int(hub[0]["HUBSVC_PID"]) == st["components"]["hub"]["pid"] == m.main_pid(HUB)
+    ready = [e for e in events if e["HUBSVC_EVENT"] == "component_ready"]
+    assert [e.get("HUBSVC_COMPONENT") for e in ready][:2] == ["proxy", "hub"]
+    assert events.index(ready[0]) < events.index(hub[0])
+    cmd = m.out(f"tr '\\0' ' ' < /proc/{m.main_pid(HUB)}/cmdline")
+    assert " -m hubsvc.hold /opt/hubsvc/bin/jupyterhub --config " in cmd, cmd
+    assert m.out("stat -c '%F %a %U' /run/hubsvc/hub.hold") == "fifo 600 root"
 
 
 def test_each_component_logs_under_its_own_unit(m: Machine) -> None:
