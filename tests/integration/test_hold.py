@@ -134,7 +134,8 @@ def test_exited_before_release_is_started_afresh(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "ran").read_text())["pid"] == handle.pid
 
 
-async def _start_and_wait(launcher: ProcessLauncher, spec: ComponentSpec, sink: Sink) -> ProcessHandle | EarlyHandle:
+async def _start_and_wait(launcher: ProcessLauncher, spec: ComponentSpec,
+                          sink: Sink) -> ProcessHandle | EarlyHandle:
     handle = await launcher.start(spec, sink)
     assert await asyncio.wait_for(handle.wait(), 20) == 3
     return handle
