@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import host
-from ..components import ComponentSpec
-from ..output import Sink
+
+if TYPE_CHECKING:  # kept light: launch.unitstart runs before pydantic is loaded
+    from ..components import ComponentSpec
+    from ..output import Sink
 
 
 class Handle(Protocol):

@@ -22,56 +22,52 @@ ExecStopPost (`hubsvc exec stop-post` → `stop_post`) does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
-import json
+import functools
 import os
 import signal
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ..components import ComponentSpec
-from ..hold import ENV as HOLD_ENV
-from ..hold import GO, hold_argv
 from ..output import Sink
-from . import ByPid
+from . import ByPid, unitstart
+from .unitstart import (
+    BUS_TIMEOUT_S,
+    DEST,
+    JOB,
+    MANAGER,
+    MANAGER_PATH,
+    PROPS,
+    RUNTIME_DIR,
+    SERVICE,
+    STATE_DIR,
+    UNIT,
+    UNITS,
+    DBus,
+    UnitHeadStart,
+    apply_signature,
+    launch_doc,
+    write_launch,
+)
+from .unitstart import as_str as _s
+from .unitstart import bus_timeout as _bus_timeout
+from .unitstart import load_unit as _load_unit
+from .unitstart import read_json as _read_json
 
 log = structlog.get_logger("hubsvc")
 
 
-def dbuslib() -> Any:
-    """pystemd's sd-bus binding (pystemd.dbuslib) alone. Importing it the usual way runs
-    pystemd's package __init__, which also loads its introspection layer and lxml (~40 ms
-    at every `hubsvc run` under systemd, before CHP's unit is started); hubsvc never uses
-    them, so the package is registered without being run. Its submodules load as usual."""
-    if "pystemd" not in sys.modules:
-        spec = importlib.util.find_spec("pystemd")
-        if spec is not None and spec.submodule_search_locations is not None:
-            sys.modules["pystemd"] = importlib.util.module_from_spec(spec)
-    from pystemd import dbuslib as lib
-
-    return lib
+def _head_start_failed(unit: str, error: str) -> None:
+    log.info("head_start_skipped", unit=unit, error=error)
 
 
-_lib = dbuslib()
-DBus, apply_signature = _lib.DBus, _lib.apply_signature
+# unitstart.head_start, which logs why a head start was not made
+head_start = functools.partial(unitstart.head_start, failed=_head_start_failed)
 
-DEST = b"org.freedesktop.systemd1"
-MANAGER_PATH = b"/org/freedesktop/systemd1"
-MANAGER = b"org.freedesktop.systemd1.Manager"
-UNIT = b"org.freedesktop.systemd1.Unit"
-SERVICE = b"org.freedesktop.systemd1.Service"
-PROPS = b"org.freedesktop.DBus.Properties"
-JOB = b"org.freedesktop.systemd1.Job"
 
-UNITS = {"proxy": "hubsvc-proxy.service", "hub": "hubsvc-hub.service"}
-RUNTIME_DIR = Path("/run/hubsvc")  # where the shipped units load their credentials from
-STATE_DIR = Path("/var/lib/hubsvc")
 # Components a new supervisor may take over running. CHP's whole configuration is its
 # command line (the launch file) plus its token, both checked before adoption. The
 # hub is not: it also reads the admin's JupyterHub config at start, which a restart is
@@ -82,36 +78,10 @@ ADOPTABLE = ("proxy",)
 # active unit collapses to restart); "try-restart" is listed for completeness.
 RESTART_JOBS = ("restart", "try-restart")
 # Every method call to PID 1 gives up after this (sd-bus's default is 25 s).
-BUS_TIMEOUT_S = 5.0
 JOB_QUERY_TIMEOUT_S = 2.0
 STOP_POST_TIMEOUT_S = 40.0
 # ExecMainCode values (siginfo si_code)
 _CLD_EXITED = 1
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-@contextlib.contextmanager
-def _bus_timeout(seconds: float) -> Iterator[None]:
-    """sd-bus reads $SYSTEMD_BUS_TIMEOUT at a connection's first method call and keeps it for
-    that connection (pystemd exposes no setter). pystemd holds the GIL during a call, so
-    a thread cannot bound it: the connection itself must."""
-    old = os.environ.get("SYSTEMD_BUS_TIMEOUT")
-    os.environ["SYSTEMD_BUS_TIMEOUT"] = f"{seconds:g}s"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SYSTEMD_BUS_TIMEOUT", None)
-        else:
-            os.environ["SYSTEMD_BUS_TIMEOUT"] = old
-
-
-def _load_unit(bus: DBus, name: str) -> bytes:
-    return bytes(bus.call_method(DEST, MANAGER_PATH, MANAGER, b"LoadUnit",
-                                 apply_signature(b"s", [name.encode()])).body)
 
 
 class Bus:
@@ -249,106 +219,6 @@ class UnitHandle(ByPid):
             log.debug("kill_unit_failed", unit=self.name, error=str(e))
 
 
-def launch_doc(argv: list[str], cwd: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """The command line `hubsvc exec` runs inside the unit (no secret in it), and the
-    version of the program it names: an upgrade that brings another CHP must not adopt
-    the old one (same path, new files on disk). As read back from its file (JSON)."""
-    return json.loads(json.dumps({
-        "argv": list(argv), "cwd": str(cwd),
-        "env": {k: v for k, v in env.items() if k in ("PATH", "LANG", "LC_ALL")},
-        "version": program_version(argv[0])}))
-
-
-def write_launch(runtime_dir: Path, component: str, doc: dict[str, Any]) -> Path:
-    path = runtime_dir / f"{component}.launch.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return path
-
-
-class UnitHeadStart:
-    """A component unit `hubsvc run` started before its supervisor was loaded (CHP's head
-    start with this launcher; the hub's, held), and the launch file it was started with
-    (for a held one, what it runs once released)."""
-
-    def __init__(self, component: str, doc: dict[str, Any], started_at: float, go: int = -1):
-        self.name, self.doc, self.started_at = component, doc, started_at
-        self.unit = UNITS[component]
-        # held (hubsvc.hold): the FIFO it waits on, open for writing; kept open until this
-        # hubsvc ends, so the byte stays even if the held process opens it after the write
-        self.go = go
-
-    def release(self) -> bool:
-        """Let a held unit run (one started for real: nothing to do)."""
-        if self.go < 0:
-            return True
-        try:
-            os.write(self.go, GO)
-            return True
-        except OSError:
-            return False
-
-    def close(self) -> None:
-        if self.go >= 0:
-            os.close(self.go)
-            self.go = -1
-
-    def differs(self, spec: ComponentSpec) -> list[str]:
-        """What the supervisor's start would run differently (launch file keys, never
-        values); empty when it may take this unit."""
-        doc = launch_doc(spec.argv, spec.cwd, spec.env)
-        return sorted(k for k in doc.keys() | self.doc.keys() if doc.get(k) != self.doc.get(k))
-
-
-def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str],
-               runtime_dir: Path = RUNTIME_DIR, hold: bool = False) -> UnitHeadStart | None:
-    """Start the component's unit now, with the launch file the supervisor's first start
-    would write, without waiting for systemd's job: CHP starts while hubsvc loads its
-    supervisor (SystemdLauncher.start takes the unit). With `hold`, the command line runs
-    under hubsvc.hold: it loads its modules and waits for the supervisor's start to
-    release it (the hub, while CHP starts); None if it cannot be held. Only from a stopped
-    unit (inactive or failed): one still running (kept across a restart of hubsvc) is the
-    supervisor's to adopt or replace. None then, or on any D-Bus error (the supervisor's
-    own start does it, and says why)."""
-    name = UNITS[component]
-    doc = launch_doc(argv, cwd, env)
-    run_doc, go = doc, -1
-    if hold:
-        held = hold_argv(argv)
-        if held is None:
-            return None
-        run_doc = launch_doc(held, cwd, env)
-    try:
-        with _bus_timeout(BUS_TIMEOUT_S), DBus() as bus:
-            path = _load_unit(bus, name)
-            state = _s(bus.get_property(DEST, path, UNIT, b"ActiveState", b"s"))
-            if state not in ("inactive", "failed"):
-                return None
-            if hold:
-                fifo = runtime_dir / f"{component}.hold"
-                fifo.unlink(missing_ok=True)
-                os.mkfifo(fifo, 0o600)
-                # read-write: never blocks, and the FIFO keeps what is written until the
-                # held process reads it
-                go = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-                run_doc["env"][HOLD_ENV] = str(fifo)
-            write_launch(runtime_dir, component, run_doc)
-            if state == "failed":
-                bus.call_method(DEST, MANAGER_PATH, MANAGER, b"ResetFailedUnit",
-                                apply_signature(b"s", [name.encode()]))
-            started_at = time.monotonic()
-            bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StartUnit",
-                            apply_signature(b"ss", [name.encode(), b"replace"]))
-    except Exception as e:
-        if go >= 0:
-            os.close(go)
-        log.info("head_start_skipped", unit=name, error=f"{type(e).__name__}: {e}")
-        return None
-    return UnitHeadStart(component, doc, started_at, go)
-
-
 class SystemdLauncher:
     """Starts each component as its shipped unit. Requires root and systemd as PID 1."""
 
@@ -434,14 +304,11 @@ class SystemdLauncher:
         """Stop a unit the head start started that no start took (a stop came first)."""
         while self._head:
             early = self._head.popitem()[1]
-            early.close()
-            try:
-                with _bus_timeout(BUS_TIMEOUT_S), DBus() as bus:
-                    bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StopUnit",
-                                    apply_signature(b"ss", [early.unit.encode(), b"replace"]))
+            error = early.stop()
+            if error is None:
                 log.info("head_start_stopped", unit=early.unit)
-            except Exception as e:  # hubsvc.service's ExecStopPost stops it then
-                log.warning("head_start_not_stopped", unit=early.unit, error=str(e))
+            else:  # hubsvc.service's ExecStopPost stops it then
+                log.warning("head_start_not_stopped", unit=early.unit, error=error)
 
     async def adopt(self, spec: ComponentSpec, sink: Sink) -> UnitHandle | None:
         """The component's unit left running by the previous supervisor (a restart or an
@@ -502,27 +369,6 @@ class SystemdLauncher:
         if self._bus is not None:
             self._bus.close()
             self._bus = None
-
-
-def program_version(program: str) -> str | None:
-    """"name version" of the npm package a program comes from (CHP's bin script sits in
-    node_modules/configurable-http-proxy/bin/), None for anything else."""
-    try:
-        path = Path(program).resolve()
-    except OSError:
-        return None
-    for parent in list(path.parents)[:2]:
-        doc = _read_json(parent / "package.json")
-        if isinstance(doc, dict) and doc.get("name") and doc.get("version"):
-            return f"{doc['name']} {doc['version']}"
-    return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def own_job_type() -> str | None:
@@ -655,12 +501,14 @@ def usable(state_dir: Path, runtime_dir: Path) -> str | None:
 _UNIT_PORTS = {"proxy": ("ports.public", "ports.api"), "hub": ("ports.hub",)}
 
 
-def units_at_start(launcher: str) -> set[str]:
+def units_at_start(launcher: str, held: Sequence[str] = ()) -> set[str]:
     """`hubsvc run` under systemd, before its port preflight: the port checks to skip.
     Component units still running (the proxy kept across `systemctl restart hubsvc`) hold
     their own ports: with the systemd launcher the supervisor adopts or replaces them;
-    with another launcher (the config switched launchers) they are stopped here."""
-    running = running_units()
+    with another launcher (the config switched launchers) they are stopped here. The
+    components in `held` are this run's own held units (hubsvc.hubhold): not running
+    yet, and holding no port."""
+    running = {c: pid for c, pid in running_units().items() if c not in held}
     if launcher == "systemd" or not running:
         return {port for comp in running for port in _UNIT_PORTS[comp]}
 

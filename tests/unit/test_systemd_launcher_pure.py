@@ -50,7 +50,7 @@ def test_the_launch_doc_names_chps_version(tmp_path) -> None:
     import json
     import os
 
-    from hubsvc.launch.systemd import program_version
+    from hubsvc.launch.unitstart import program_version
 
     pkg = tmp_path / "node_modules" / "configurable-http-proxy"
     (pkg / "bin").mkdir(parents=True)
