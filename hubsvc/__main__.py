@@ -25,12 +25,17 @@ def main() -> int:
         from . import warm
 
         warm.begin(sys.argv[1:])
+        # under systemd, the hub's unit starts loading JupyterHub, held (hubsvc.hubhold)
+        from . import hubhold
+
+        hubhold.begin(sys.argv[1:])
         try:
             from .cli import main as cli_main
 
             return cli_main()
         finally:
             warm.discard()  # not handed over: a check failed, or the launcher is systemd
+            hubhold.discard()  # not taken: a check failed
     from .cli import main as cli_main
 
     return cli_main()

@@ -61,6 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems([launcher], str(cfg.source))
         return EX_CONFIG
     launcher_name, fallback_reason = launcher
+    from . import hubhold
+
+    if launcher_name != "systemd":
+        hubhold.discard()  # held for the systemd launcher, which the config does not use
     log_mode = logs.choose_mode()
     configured = False
     skip: set[str] = set()
@@ -70,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         logs.configure(args.log_level, mode=log_mode)  # it may log what it stops
         configured = True
-        skip = units_at_start(launcher_name)
+        skip = units_at_start(launcher_name, held=("hub",) if hubhold.held() else ())
     from . import tls
 
     problems = preflight.run_problems(cfg) + tls.preflight_problems(cfg)
@@ -195,21 +199,34 @@ def _hub_hold(cfg: Config, log_mode: str) -> HeadStart | None:
 
 def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
     """Start hubsvc-proxy.service now, with the launch file the supervisor's first start
-    of it would write (launch.systemd.head_start), then hubsvc-hub.service held; what was
-    not started is left to the supervisor."""
-    from . import components
+    of it would write (launch.systemd.head_start), then hubsvc-hub.service held: the one
+    hubsvc.hubhold started before the config was validated when it runs what this config
+    gives, else now. What was not started is left to the supervisor."""
+    from . import components, hubhold
     from . import secrets as secrets_mod
-    from .launch.systemd import head_start
+    from .launch.systemd import head_start, log
 
+    early = hubhold.take()
+    proxy = None
     argv, _digest = components.proxy_command(cfg)
     try:
         env = components.proxy_env(secrets_mod.read(files.proxy_token))
     except OSError:
-        return []  # the supervisor's own start of CHP meets it again, and says why
-    proxy = head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
-    if proxy is None:
-        return []  # a proxy kept running: its hub starts after the adopt, not held
+        pass  # the supervisor's own start of CHP meets it again, and says why
+    else:
+        proxy = head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
     hub_argv, hub_env, hub_cwd = _hub_command(cfg)
+    if early is not None:
+        # not without CHP's head start (a proxy kept running: its hub starts after the
+        # adopt), nor with another command line, environment or directory
+        differs = ["proxy"] if proxy is None else early.differs_from(hub_argv, hub_cwd, hub_env)
+        if not differs:
+            return [proxy, early]
+        log.info("head_start_discarded", component="hub", unit=early.unit, differs=differs,
+                 action="stopped" if proxy is None else "stopped; held afresh",
+                 error=early.stop())
+    if proxy is None:
+        return []
     hub = head_start("hub", hub_argv, hub_cwd, hub_env, cfg.paths.runtime_dir, hold=True)
     return [h for h in (proxy, hub) if h is not None]
 

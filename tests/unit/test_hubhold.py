@@ -1,0 +1,98 @@
+"""The hub held from the first milliseconds of `hubsvc run` (hubsvc.hubhold): its guess of
+the hub's command line, environment and working directory from the raw TOML must be what
+the validated config gives (cli._hub_command) wherever the systemd launcher would run it,
+and nothing where it would not. A wrong guess is caught after validation and costs only
+the early start; these tests keep it from being wrong."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hubsvc import cli, config, hubconfig, hubhold
+from hubsvc.launch.unitstart import RUNTIME_DIR, STATE_DIR
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "etc" / "hubsvc" / "hubsvc.toml"
+
+
+def both(path: Path) -> tuple[object, object]:
+    raw = tomllib.loads(path.read_text())
+    return hubhold.guess(raw, path, STATE_DIR, RUNTIME_DIR), cli._hub_command(config.load(path))
+
+
+def test_the_constants_are_the_configs_own() -> None:
+    assert hubhold.GENERATED_NAME == hubconfig.GENERATED_NAME
+    assert hubhold.DEFAULT_CONFIG == str(config.DEFAULT_PATH)
+    assert hubhold.DEFAULT_HUB_COMMAND == config.Config().hub.command
+
+
+@pytest.mark.parametrize("extra", [
+    "",
+    '[paths]\nstate_dir = "/var/lib/hubsvc"\nruntime_dir = "/run/hubsvc/"\n',
+    '[supervisor]\nlauncher = "systemd"\n',
+    '[hub]\nextra_args = ["--JupyterHub.log_level=DEBUG"]\n',
+    '[hub]\ncommand = "COMMAND"\n',
+    '[hub]\ncommand = "./bin/jh"\n',
+])
+def test_the_guess_is_what_the_validated_config_gives(tmp_path: Path, extra: str) -> None:
+    script = tmp_path / "bin" / "jh"
+    script.parent.mkdir()
+    script.write_text(f"#!{sys.executable}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    text, extra = SHIPPED.read_text(), extra.replace("COMMAND", str(script))
+    section = extra.split("\n", 1)[0] + "\n"
+    if extra and f"\n{section}" in text:  # the shipped file has it: add the keys there
+        text = text.replace(f"\n{section}", f"\n{extra}", 1)
+    else:
+        text += "\n" + extra
+    path = tmp_path / "hubsvc.toml"
+    path.write_text(text)
+    guessed, validated = both(path)
+    assert guessed == validated
+    assert guessed is not None and guessed[0][1:3] == ["--config", str(RUNTIME_DIR / "jupyterhub_config.py")]
+
+
+@pytest.mark.parametrize("extra", [
+    '[supervisor]\nlauncher = "process"\n',
+    '[paths]\nstate_dir = "/srv/hub"\n',
+    '[paths]\nruntime_dir = "run"\n',
+    '[hub]\ncommand = 5\n',
+    '[hub]\nextra_args = "--debug"\n',
+    'paths = 3\n',
+])
+def test_no_guess_where_the_systemd_launcher_would_not_run_it(tmp_path: Path, extra: str) -> None:
+    raw = tomllib.loads(extra)
+    assert hubhold.guess(raw, tmp_path / "hubsvc.toml", STATE_DIR, RUNTIME_DIR) is None
+
+
+def test_nothing_is_started_outside_systemd() -> None:
+    """Without INVOCATION_ID (not a unit systemd started) `begin` does not touch D-Bus,
+    and nothing is pending; checked in a fresh interpreter, which also shows begin's own
+    imports stay light (no pydantic, asyncio or structlog before the config is read)."""
+    code = ("import sys\nfrom hubsvc import hubhold\nhubhold.begin(['run'])\n"
+            "print(hubhold.held(), 'pydantic' in sys.modules, 'asyncio' in sys.modules,"
+            " 'structlog' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=REPO)
+    assert out.stdout.split() == ["False", "False", "False", "False"], out.stdout + out.stderr
+
+
+def test_the_unit_start_module_stays_light() -> None:
+    """launch.unitstart is what hubhold.begin loads under systemd: standard library,
+    pystemd's binding and hubsvc.hold only."""
+    code = ("import sys\nfrom hubsvc.launch import unitstart\n"
+            "print('pydantic' in sys.modules, 'asyncio' in sys.modules,"
+            " 'structlog' in sys.modules, 'lxml' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.stdout.split() == ["False", "False", "False", "False"], out.stdout + out.stderr
