@@ -100,6 +100,10 @@ def test_units_come_and_go_with_hubsvc(m: Machine) -> None:
     cmd = m.out(f"tr '\\0' ' ' < /proc/{m.main_pid(HUB)}/cmdline")
     assert " -m hubsvc.hold /opt/hubsvc/bin/jupyterhub --config " in cmd, cmd
     assert m.out("stat -c '%F %a %U' /run/hubsvc/hub.hold") == "fifo 600 root"
+    # held from the first milliseconds of `hubsvc run`, before the config was validated
+    # (hubsvc.hubhold): its unit was started before CHP's
+    forked = {u: int(m.prop(u, "ExecMainStartTimestampMonotonic")) for u in (HUB, PROXY)}
+    assert 0 < forked[HUB] < forked[PROXY], forked
 
 
 def test_each_component_logs_under_its_own_unit(m: Machine) -> None:

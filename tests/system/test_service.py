@@ -307,6 +307,13 @@ def test_bad_config_fails_start_without_restart_loop(machine: Machine) -> None:
     time.sleep(8)
     assert machine.prop(UNIT, "ActiveState") == "failed"
     assert machine.prop(UNIT, "NRestarts") == "0"
+    # the hub's unit, started held before the file was validated (hubsvc.hubhold), was
+    # stopped again: nothing is left running by a start that failed its checks
+    assert machine.prop("hubsvc-hub.service", "ActiveState") in ("inactive", "failed")
+    assert machine.hub_procs() == [], machine.hub_procs()
+    assert machine.out(f"journalctl -q --no-pager -o cat --after-cursor='{cursor}' "
+                       "-u hubsvc-hub.service | grep -c . || true") != "0", \
+        "the hub's unit was not started held at all"
     text = "\n".join(
         e.get("MESSAGE", "")
         for e in machine.journal(since_cursor=cursor)
