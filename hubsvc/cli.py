@@ -201,7 +201,8 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
     """Start hubsvc-proxy.service now, with the launch file the supervisor's first start
     of it would write (launch.systemd.head_start), then hubsvc-hub.service held: the one
     hubsvc.hubhold started before the config was validated when it runs what this config
-    gives, else now. What was not started is left to the supervisor."""
+    gives (else stopped, and the hub is not held), or held now when hubhold did not start
+    it. What was not started is left to the supervisor."""
     from . import components, hubhold
     from . import secrets as secrets_mod
     from .launch.systemd import head_start, log
@@ -222,9 +223,12 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
         differs = ["proxy"] if proxy is None else early.differs_from(hub_argv, hub_cwd, hub_env)
         if not differs:
             return [proxy, early]
+        # stopped without waiting for the job: the supervisor starts the hub when CHP is
+        # ready, with the launch file of this config
+        error = early.stop()
         log.info("head_start_discarded", component="hub", unit=early.unit, differs=differs,
-                 action="stopped" if proxy is None else "stopped; held afresh",
-                 error=early.stop())
+                 action="stopped", **({"error": error} if error else {}))
+        return [proxy] if proxy is not None else []
     if proxy is None:
         return []
     hub = head_start("hub", hub_argv, hub_cwd, hub_env, cfg.paths.runtime_dir, hold=True)

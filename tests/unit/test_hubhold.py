@@ -96,3 +96,51 @@ def test_the_unit_start_module_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=REPO)
     assert out.stdout.split() == ["False", "False", "False", "False"], out.stdout + out.stderr
+
+
+class _Early:
+    """Stand-in for the UnitHeadStart hubhold.begin left pending (the decision is pure)."""
+
+    def __init__(self, differs: list[str]) -> None:
+        self.unit, self._differs, self.stopped = "hubsvc-hub.service", differs, 0
+
+    def differs_from(self, argv: list[str], cwd: Path, env: object) -> list[str]:
+        return self._differs
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+@pytest.mark.parametrize(("differs", "proxy_started", "kept"), [
+    ([], True, True),           # what the config gives, CHP head-started: kept
+    (["argv"], True, False),    # another command line: stopped, the hub not held again
+    (["env"], False, False),
+    ([], False, False),         # CHP's unit not head-started (kept running): stopped
+])
+def test_the_early_hub_is_kept_only_when_it_runs_what_the_config_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, differs: list[str],
+        proxy_started: bool, kept: bool) -> None:
+    from hubsvc import secrets
+    from hubsvc.launch import systemd
+
+    early, calls = _Early(differs), []
+
+    def head_start(component: str, *args: object, **kw: object) -> object:
+        calls.append(component)
+        return f"head-{component}" if component == "proxy" and proxy_started else None
+
+    monkeypatch.setattr(systemd, "head_start", head_start)
+    monkeypatch.setattr(hubhold, "_pending", early)
+    path = tmp_path / "hubsvc.toml"
+    path.write_text(SHIPPED.read_text().replace(
+        "\n[paths]\n", f'\n[paths]\nstate_dir = "{tmp_path}"\nruntime_dir = "{tmp_path / "run"}"\n', 1))
+    cfg = config.load(path)
+    (tmp_path / "run").mkdir(mode=0o755)  # preflight.ensure_dirs made it
+    files = secrets.SecretFiles.in_dir(tmp_path)
+    files.proxy_token.write_text("x" * 64)
+    files.proxy_token.chmod(0o600)
+    out = cli._unit_head_start(cfg, files)
+    assert calls == ["proxy"]  # never held a second time
+    assert not hubhold.held()
+    assert early.stopped == (0 if kept else 1)
+    assert out == ((["head-proxy", early] if kept else ["head-proxy"]) if proxy_started else [])
