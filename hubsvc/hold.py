@@ -11,7 +11,8 @@ in front. With HUBSVC_HOLD naming a pipe (`fd:N`) or a FIFO (a path), it:
    main`): ~1 s of the hub's start on this project's machines, spent while CHP starts;
 3. waits for one byte: `g` runs SCRIPT in this process, as executing it would (same
    interpreter, argv, environment, working directory, pid); anything else, the end of the
-   pipe, or HOLD_LIMIT_S without a byte, exits 0 without running it.
+   pipe, its FIFO unlinked or replaced, or HOLD_LIMIT_S without a byte, exits 0 without
+   running it.
 
 The hub's configuration, database, port and proxy are only touched by SCRIPT, after `g`:
 the start order (CHP proven ready, then the hub) is kept. Nothing may be imported here that
@@ -25,12 +26,15 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 
 ENV = "HUBSVC_HOLD"
 GO = b"g"
 # a held hub nobody released (hubsvc gone without stopping it) gives up after this
 HOLD_LIMIT_S = 3600.0
+# how often a process held on a FIFO checks the FIFO is still hubsvc's
+_CHECK_S = 0.5
 _SHEBANG_MAX = 512
 _ENTRY = re.compile(rb"^from ([A-Za-z_][\w.]*) import [A-Za-z_]\w*\s*$", re.M)
 
@@ -61,17 +65,38 @@ def _entry_modules(script: str) -> list[str]:
 def _open(spec: str) -> int:
     if spec.startswith("fd:"):
         return int(spec[3:])
-    # a FIFO hubsvc holds open for writing: this open does not block
-    return os.open(spec, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # a FIFO hubsvc holds open for writing: this open does not block; never a symbolic
+    # link or anything but a FIFO (a file holding `g` would release at once)
+    fd = os.open(spec, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a FIFO")
+    return fd
 
 
-def _wait(fd: int) -> bytes:
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        a, b = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _wait(fd: int, path: str | None = None) -> bytes:
+    """The byte hubsvc writes, or b"" at the end of the pipe or after HOLD_LIMIT_S. A FIFO
+    (`path`) opened after hubsvc's end of it was closed gives no end-of-pipe (Linux
+    reports none until a writer was seen): hubsvc unlinks its FIFO when it lets go of it,
+    and the next head start replaces it, so the held process also ends, within
+    _CHECK_S, when `path` is no longer the FIFO it opened."""
     import select
+    import time
 
     p = select.poll()
     p.register(fd, select.POLLIN | select.POLLHUP)
-    if not p.poll(HOLD_LIMIT_S * 1000):
-        return b""
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while not p.poll(_CHECK_S * 1000):
+        if time.monotonic() >= deadline or (path is not None and not _same_file(path, fd)):
+            return b""
     try:
         return os.read(fd, 1)
     except BlockingIOError:
@@ -105,7 +130,7 @@ def main() -> int:
                 importlib.import_module(name)
             except Exception:  # the script meets it again, and reports it
                 pass
-        got = _wait(fd)
+        got = _wait(fd, None if spec.startswith("fd:") else spec)
         os.close(fd)
         if got != GO:
             return 0

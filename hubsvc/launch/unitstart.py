@@ -107,12 +107,13 @@ class UnitHeadStart:
     start with this launcher; the hub's, held), and the launch file it was started with
     (for a held one, what it runs once released)."""
 
-    def __init__(self, component: str, doc: dict[str, Any], started_at: float, go: int = -1):
+    def __init__(self, component: str, doc: dict[str, Any], started_at: float, go: int = -1,
+                 fifo: Path | None = None):
         self.name, self.doc, self.started_at = component, doc, started_at
         self.unit = UNITS[component]
         # held (hubsvc.hold): the FIFO it waits on, open for writing; kept open until this
         # hubsvc ends, so the byte stays even if the held process opens it after the write
-        self.go = go
+        self.go, self.fifo = go, fifo
 
     def release(self) -> bool:
         """Let a held unit run (one started for real: nothing to do)."""
@@ -125,7 +126,10 @@ class UnitHeadStart:
             return False
 
     def close(self) -> None:
+        """Let go of the FIFO: closed, and unlinked while it is still this one (a held
+        process that opened it only now sees no end of it, but sees it gone)."""
         if self.go >= 0:
+            _unlink_fifo(self.fifo, self.go)
             os.close(self.go)
             self.go = -1
 
@@ -153,7 +157,7 @@ class UnitHeadStart:
 
 def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str],
                runtime_dir: Path = RUNTIME_DIR, hold: bool = False,
-               stopped: Sequence[str] = (),
+               stopped: Sequence[str] = (), from_failed: bool = True,
                failed: Callable[[str, str], None] | None = None) -> UnitHeadStart | None:
     """Start the component's unit now, with the launch file the supervisor's first start
     would write, without waiting for systemd's job (SystemdLauncher.start takes the unit).
@@ -161,11 +165,12 @@ def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str
     for the supervisor's start to release it; None if it cannot be held. Only from a
     stopped unit (inactive or failed), and only while the components in `stopped` are
     stopped too: one still running (kept across a restart of hubsvc) is the supervisor's
-    to adopt or replace. None then, or on any D-Bus or file error, which `failed(unit,
+    to adopt or replace. Without `from_failed`, not from a failed unit either (its
+    failure is reset by the start). None then, or on any D-Bus or file error, which `failed(unit,
     error)` is told (the supervisor's own start does it, and says why)."""
     name = UNITS[component]
     doc = launch_doc(argv, cwd, env)
-    run_doc, go = doc, -1
+    run_doc, go, fifo = doc, -1, None
     if hold:
         held = hold_argv(argv)
         if held is None:
@@ -179,6 +184,8 @@ def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str
                 state = as_str(bus.get_property(DEST, path, UNIT, b"ActiveState", b"s"))
                 if state not in ("inactive", "failed"):
                     return None
+            if state == "failed" and not from_failed:
+                return None  # its failure stays in `systemctl status` for the supervisor
             if hold:
                 fifo = runtime_dir / f"{component}.hold"
                 fifo.unlink(missing_ok=True)
@@ -196,11 +203,21 @@ def head_start(component: str, argv: list[str], cwd: Path, env: Mapping[str, str
                             apply_signature(b"ss", [name.encode(), b"replace"]))
     except Exception as e:
         if go >= 0:
+            _unlink_fifo(fifo, go)
             os.close(go)
         if failed is not None:
             failed(name, f"{type(e).__name__}: {e}")
         return None
-    return UnitHeadStart(component, doc, started_at, go)
+    return UnitHeadStart(component, doc, started_at, go, fifo)
+
+
+def _unlink_fifo(path: Path | None, fd: int) -> None:
+    try:
+        if path is not None and os.path.samestat(os.stat(path, follow_symlinks=False),
+                                                 os.fstat(fd)):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def program_version(program: str) -> str | None:

@@ -176,3 +176,105 @@ def test_run_without_a_hold_runs_at_once(tmp_path: Path) -> None:
                        env=env_for(tmp_path), cwd=tmp_path, timeout=30)
     assert p.returncode == 3
     assert json.loads((tmp_path / "ran").read_text())["argv"] == [str(script), "a"]
+
+
+# --- held on a FIFO (the systemd launcher: hubsvc-hub.service reads /run/hubsvc/hub.hold)
+
+
+def start_held_on(tmp_path: Path, fifo: Path) -> subprocess.Popen[bytes]:
+    script = make_script(tmp_path)
+    held = hold_argv([str(script)])
+    assert held is not None
+    return subprocess.Popen(held, env={**env_for(tmp_path), "HUBSVC_HOLD": str(fifo)},
+                            cwd=tmp_path, stderr=subprocess.PIPE)
+
+
+def new_fifo(path: Path) -> int:
+    """As launch.unitstart.head_start makes it: hubsvc's end, open read-write."""
+    os.mkfifo(path, 0o600)
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def test_a_fifo_let_go_before_the_held_process_opened_it_still_ends_it(tmp_path: Path) -> None:
+    """hubsvc let go of its FIFO (a check failed, it was stopped) before the held process
+    opened it: Linux then reports no end of the FIFO to that reader. hubsvc unlinks it, and
+    the held process ends on that, without running the hub, instead of waiting an hour."""
+    from hubsvc.launch.unitstart import UnitHeadStart
+
+    fifo = tmp_path / "hub.hold"
+    early = UnitHeadStart("hub", {}, 0.0, go=new_fifo(fifo), fifo=fifo)
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # it is a FIFO hubsvc holds open
+    early.close()  # hubsvc lets go before the held process exists
+    assert not fifo.exists()
+    os.mkfifo(fifo, 0o600)  # the same path, no writer ever: the worst case for the reader
+    proc = start_held_on(tmp_path, fifo)
+    try:
+        wait_for(tmp_path / "imported")
+        time.sleep(1.0)
+        assert proc.poll() is None, "no writer was ever seen: the FIFO alone does not end it"
+        fifo.unlink()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_fifo_replaced_by_the_next_head_start_ends_the_old_held_process(tmp_path: Path) -> None:
+    fifo = tmp_path / "hub.hold"
+    go = new_fifo(fifo)
+    proc = start_held_on(tmp_path, fifo)
+    try:
+        wait_for(tmp_path / "imported")
+        fifo.unlink()
+        go2 = new_fifo(fifo)  # the next head start's FIFO, at the same path
+        os.write(go2, b"g")   # released: for the new held process, not this one
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(go)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_released_then_let_go_at_once_still_runs(tmp_path: Path) -> None:
+    """The byte written, then the FIFO closed and unlinked (hubsvc's stop) before the held
+    process read it: the byte is in the FIFO it opened, and it runs."""
+    from hubsvc.launch.unitstart import UnitHeadStart
+
+    fifo = tmp_path / "hub.hold"
+    early = UnitHeadStart("hub", {}, 0.0, go=new_fifo(fifo), fifo=fifo)
+    proc = start_held_on(tmp_path, fifo)
+    try:
+        wait_for(tmp_path / "imported")
+        assert early.release()
+        early.close()
+        assert proc.wait(timeout=20) == 3
+    finally:
+        proc.kill()
+        proc.wait()
+    assert json.loads((tmp_path / "ran").read_text())["hold_env"] == []
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_only_a_fifo_releases_it(tmp_path: Path, kind: str) -> None:
+    """A regular file holding `g`, or a symbolic link to a real FIFO, where the FIFO
+    should be: refused at once, the hub not run."""
+    path = tmp_path / "hub.hold"
+    go = -1
+    if kind == "file":
+        path.write_bytes(b"g")
+    else:
+        go = new_fifo(tmp_path / "real.hold")
+        os.write(go, b"g")
+        path.symlink_to(tmp_path / "real.hold")
+    proc = start_held_on(tmp_path, path)
+    try:
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        if go >= 0:
+            os.close(go)
+    assert b"cannot open" in proc.stderr.read()
+    assert not (tmp_path / "ran").exists()
