@@ -13,3 +13,33 @@ def command_word(argv: list[str]) -> str | None:
         elif not a.startswith("-"):
             return a
     return None
+
+
+_RUN_VALUES = {"--config": None, "--log-level": ("debug", "info", "warning", "error")}
+
+
+def plain_run(argv: list[str]) -> bool:
+    """argv is `run` with only options cli's parser accepts for it, spelled in full
+    (`--config PATH`, `--log-level LEVEL`, either as `--opt=value`): a command line that
+    will not end in a usage error, `--help` or `--version` before the config is read."""
+    words, i = 0, 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=")
+        if name in _RUN_VALUES:
+            if name == "--log-level" and not words:
+                return False  # run's own option: not before the subcommand
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    return False
+                value = argv[i]
+            choices = _RUN_VALUES[name]
+            if not value or (choices is not None and value not in choices):
+                return False
+        elif a == "run":
+            words += 1
+        else:
+            return False
+        i += 1
+    return words == 1

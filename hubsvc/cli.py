@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     launcher_name, fallback_reason = launcher
     from . import hubhold
 
+    early_hub = hubhold.held()  # this run's own: binds no port, not a leftover to stop
     if launcher_name != "systemd":
         hubhold.discard()  # held for the systemd launcher, which the config does not use
     log_mode = logs.choose_mode()
@@ -74,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         logs.configure(args.log_level, mode=log_mode)  # it may log what it stops
         configured = True
-        skip = units_at_start(launcher_name, held=("hub",) if hubhold.held() else ())
+        skip = units_at_start(launcher_name, held=("hub",) if early_hub else ())
     from . import tls
 
     problems = preflight.run_problems(cfg) + tls.preflight_problems(cfg)
@@ -207,7 +208,6 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
     from . import secrets as secrets_mod
     from .launch.systemd import head_start, log
 
-    early = hubhold.take()
     proxy = None
     argv, _digest = components.proxy_command(cfg)
     try:
@@ -217,6 +217,8 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
     else:
         proxy = head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
     hub_argv, hub_env, hub_cwd = _hub_command(cfg)
+    # taken only now: if anything above raised, __main__'s hubhold.discard stops it
+    early = hubhold.take()
     if early is not None:
         # not without CHP's head start (a proxy kept running: its hub starts after the
         # adopt), nor with another command line, environment or directory
@@ -226,8 +228,8 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
         # stopped without waiting for the job: the supervisor starts the hub when CHP is
         # ready, with the launch file of this config
         error = early.stop()
-        log.info("head_start_discarded", component="hub", unit=early.unit, differs=differs,
-                 action="stopped", **({"error": error} if error else {}))
+        log.warning("head_start_discarded", component="hub", unit=early.unit, differs=differs,
+                    action="stopped", **({"error": error} if error else {}))
         return [proxy] if proxy is not None else []
     if proxy is None:
         return []

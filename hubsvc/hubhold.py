@@ -17,9 +17,12 @@ config is validated.
 After validation (cli._unit_head_start) the command line, environment and working
 directory are built again from the validated config and compared: anything different,
 the launcher not being systemd, a check failing, CHP's unit not started, or hubsvc
-ending first, stops it (`discard`; its FIFO closes, so it ends even if the stop is lost).
-Tried only when both component units are stopped: a proxy kept across a restart of
-hubsvc is adopted first, as before.
+ending first, stops it (`discard`; its FIFO is closed and unlinked, so the held process
+ends by itself within hold._CHECK_S even if the stop is lost). Tried only for a plain
+`hubsvc run` command line (argv.plain_run: nothing the parser would refuse or answer with
+--help), and only when the hub's unit is inactive (a failed one keeps its status for the
+admin until the supervisor's start) and CHP's is stopped: a proxy kept across a restart
+of hubsvc is adopted first, as before.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import host
+from .argv import plain_run
 from .commands import resolve_command
 
 if TYPE_CHECKING:
@@ -55,15 +59,23 @@ def guess(raw: dict[str, Any], config_path: Path, state_dir: Path,
         return None
     if supervisor.get("launcher", "auto") not in ("auto", "systemd"):
         return None
+    base = config_path.resolve().parent  # config.load anchors relative paths there
     for key, shipped in (("state_dir", state_dir), ("runtime_dir", runtime_dir)):
         value = paths.get(key, str(shipped))
-        if not isinstance(value, str) or (config_path.parent / value).resolve() != shipped:
+        if not isinstance(value, str) or not value:
+            return None
+        path = Path(value)  # as config._anchor_paths: absolute kept, relative resolved
+        if (path if path.is_absolute() else (base / path).resolve()) != shipped:
             return None
     command, extra = hub.get("command", DEFAULT_HUB_COMMAND), hub.get("extra_args", [])
-    if not isinstance(command, str) or not command or not isinstance(extra, list) \
+    if not isinstance(command, str) or not isinstance(extra, list) \
             or not all(isinstance(a, str) for a in extra):
         return None
-    found = resolve_command(command, config_path.parent)
+    # the config's strings are stripped of surrounding white space (str_strip_whitespace)
+    command, extra = command.strip(), [a.strip() for a in extra]
+    if not command:
+        return None
+    found = resolve_command(command, base)
     argv = [str(found or command), "--config", str(runtime_dir / GENERATED_NAME), *extra]
     return argv, host.child_env(), state_dir
 
@@ -72,8 +84,8 @@ def begin(argv: Sequence[str]) -> None:
     """`hubsvc run ARGV` under systemd: start the hub's unit held, when the config file
     names the systemd launcher (never raises: without it, the hub is held later)."""
     global _pending
-    if not host.started_by_systemd() or "-h" in argv or "--help" in argv:
-        return
+    if not host.started_by_systemd() or not plain_run(list(argv)):
+        return  # a usage error, --help or an abbreviated option: nothing early
     if os.geteuid() != 0 or not os.path.isdir("/run/systemd/system"):
         return  # launch.systemd.usable says no
     from .warm import option_value
@@ -91,7 +103,8 @@ def begin(argv: Sequence[str]) -> None:
             return
         hub_argv, env, cwd = command
         _pending = unitstart.head_start("hub", hub_argv, cwd, env, unitstart.RUNTIME_DIR,
-                                        hold=True, stopped=("proxy",))
+                                        hold=True, stopped=("proxy",),
+                                        from_failed=False)
     except Exception:  # config.load says what is wrong with the file; nothing was started
         _pending = None
 

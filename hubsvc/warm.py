@@ -172,13 +172,15 @@ def sink_mode(log_mode: str) -> str:
 
 
 def option_value(argv: Sequence[str], name: str) -> str | None:
-    """The value of `name VALUE` or `name=VALUE` in argv, or None."""
+    """The value of the last `name VALUE` or `name=VALUE` in argv (argparse keeps the
+    last), or None."""
+    found = None
     for i, a in enumerate(argv):
         if a == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(name + "="):
-            return a[len(name) + 1:]
-    return None
+            found = argv[i + 1]
+        elif a.startswith(name + "="):
+            found = a[len(name) + 1:]
+    return found
 
 
 def start(config_path: Path, log_mode: str) -> Warm | None:

@@ -42,8 +42,12 @@ def test_the_constants_are_the_configs_own() -> None:
     '[hub]\nextra_args = ["--JupyterHub.log_level=DEBUG"]\n',
     '[hub]\ncommand = "COMMAND"\n',
     '[hub]\ncommand = "./bin/jh"\n',
+    '[hub]\ncommand = " ./bin/jh "\nextra_args = [" --debug ", "x"]\n',
+    '[paths]\nstate_dir = "/var/lib/hubsvc/"\n',
 ])
-def test_the_guess_is_what_the_validated_config_gives(tmp_path: Path, extra: str) -> None:
+@pytest.mark.parametrize("through_link", [False, True])
+def test_the_guess_is_what_the_validated_config_gives(tmp_path: Path, extra: str,
+                                                      through_link: bool) -> None:
     script = tmp_path / "bin" / "jh"
     script.parent.mkdir()
     script.write_text(f"#!{sys.executable}\n")
@@ -56,6 +60,10 @@ def test_the_guess_is_what_the_validated_config_gives(tmp_path: Path, extra: str
         text += "\n" + extra
     path = tmp_path / "hubsvc.toml"
     path.write_text(text)
+    if through_link:  # --config through a symbolic link to another directory
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "hubsvc.toml").symlink_to(path)
+        path = tmp_path / "elsewhere" / "hubsvc.toml"
     guessed, validated = both(path)
     assert guessed == validated
     assert guessed is not None and guessed[0][1:3] == ["--config", str(RUNTIME_DIR / "jupyterhub_config.py")]
@@ -144,3 +152,32 @@ def test_the_early_hub_is_kept_only_when_it_runs_what_the_config_gives(
     assert not hubhold.held()
     assert early.stopped == (0 if kept else 1)
     assert out == ((["head-proxy", early] if kept else ["head-proxy"]) if proxy_started else [])
+
+
+@pytest.mark.parametrize(("argv", "plain"), [
+    (["run"], True),
+    (["--config", "/x.toml", "run"], True),
+    (["run", "--config=/x.toml", "--log-level", "debug"], True),
+    (["run", "--he"], False),                     # argparse: --help, abbreviated
+    (["--version", "run"], False),
+    (["run", "--conf", "/x.toml"], False),        # abbreviated: not what the guess reads
+    (["run", "--log-level", "loud"], False),      # a usage error
+    (["--log-level", "debug", "run"], False),     # not an option of the top level
+    (["run", "--config"], False),
+    (["run", "--config="], False),
+    (["run", "extra"], False),
+])
+def test_the_hub_is_held_early_only_for_a_run_that_will_read_its_config(
+        argv: list[str], plain: bool) -> None:
+    """hubhold.begin starts nothing for a command line cli's parser would refuse, or
+    answer with --help or --version: it agrees with the parser itself."""
+    from hubsvc.argv import plain_run
+
+    assert plain_run(argv) is plain
+    try:
+        cli.build_parser().parse_args(argv)
+        parsed = True
+    except SystemExit:
+        parsed = False
+    if plain:
+        assert parsed
