@@ -63,9 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     launcher_name, fallback_reason = launcher
     from . import hubhold
 
-    early_hub = hubhold.held()  # this run's own: binds no port, not a leftover to stop
-    if launcher_name != "systemd":
-        hubhold.discard()  # held for the systemd launcher, which the config does not use
+    early_hub = hubhold.held_unit()  # this run's own: binds no port, not a leftover to stop
+    hubhold.discard(launcher_name)  # held for the launcher the config does not use
     log_mode = logs.choose_mode()
     configured = False
     skip: set[str] = set()
@@ -169,7 +168,26 @@ def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> list[HeadStar
             warm.stop()
         if head is None:
             sink.close()
-    return [h for h in (head, _hub_hold(cfg, log_mode)) if h is not None]
+    return [h for h in (head, _early_hub(cfg, log_mode)) if h is not None]
+
+
+def _early_hub(cfg: Config, log_mode: str) -> HeadStart | None:
+    """The hub held since hubsvc.hubhold started it, before the config was validated,
+    when it runs what this config gives (command line, environment, directory, output);
+    else it is stopped, and the hub held now (`_hub_hold`)."""
+    from . import hubhold
+
+    early = hubhold.take_child()
+    if early is not None:
+        held, mode = early
+        argv, env, cwd = _hub_command(cfg)
+        if (held.argv, held.env, held.cwd, mode) == (argv, env, cwd,
+                                                     _output_mode(cfg, "process", log_mode)) \
+                and held.handle.returncode is None:
+            return held
+        held.discard()
+        held.sink.close()
+    return _hub_hold(cfg, log_mode)
 
 
 def _hub_command(cfg: Config) -> tuple[list[str], dict[str, str], Path]:
@@ -218,7 +236,7 @@ def _unit_head_start(cfg: Config, files: SecretFiles) -> list[UnitHeadStart]:
         proxy = head_start("proxy", argv, components.PROXY_CWD, env, cfg.paths.runtime_dir)
     hub_argv, hub_env, hub_cwd = _hub_command(cfg)
     # taken only now: if anything above raised, __main__'s hubhold.discard stops it
-    early = hubhold.take()
+    early = hubhold.take_unit()
     if early is not None:
         # not without CHP's head start (a proxy kept running: its hub starts after the
         # adopt), nor with another command line, environment or directory

@@ -134,16 +134,20 @@ def begin(argv: Sequence[str]) -> None:
     # config.resolve_path's order; a wrong guess only means another node is loading
     config_path = option_value(argv, "--config") or os.environ.get("HUBSVC_CONFIG") \
         or "/etc/hubsvc/hubsvc.toml"
+    try:
+        _pending = start(Path(config_path), early_log_mode())
+    except Exception:  # a guess that fails costs nothing but the head start's head start
+        _pending = None
+
+
+def early_log_mode() -> str:
+    """logs.choose_mode() where it matters to the components' output ("journal" or not),
+    without loading logs' dependencies when it cannot be the journal."""
     if "JOURNAL_STREAM" in os.environ:  # only then can hubsvc's output be the journal
         from .logs import choose_mode
 
-        log_mode = choose_mode()
-    else:
-        log_mode = "line"  # or "console": CHP's output is a pipe for either
-    try:
-        _pending = start(Path(config_path), log_mode)
-    except Exception:  # a guess that fails costs nothing but the head start's head start
-        _pending = None
+        return choose_mode()
+    return "line"  # or "console": the same output for the components
 
 
 def take(log_mode: str) -> Warm | None:

@@ -82,17 +82,67 @@ def test_no_guess_where_the_systemd_launcher_would_not_run_it(tmp_path: Path, ex
     assert hubhold.guess(raw, tmp_path / "hubsvc.toml", STATE_DIR, RUNTIME_DIR) is None
 
 
-def test_nothing_is_started_outside_systemd() -> None:
-    """Without INVOCATION_ID (not a unit systemd started) `begin` does not touch D-Bus,
-    and nothing is pending; checked in a fresh interpreter, which also shows begin's own
-    imports stay light (no pydantic, asyncio or structlog before the config is read)."""
-    code = ("import sys\nfrom hubsvc import hubhold\nhubhold.begin(['run'])\n"
-            "print(hubhold.held(), 'pydantic' in sys.modules, 'asyncio' in sys.modules,"
-            " 'structlog' in sys.modules)\n")
-    env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
+def _early_child(tmp_path: Path, state_mode: int = 0o700, log_dir: bool = True,
+                 argv: str = "['run', '--config', CONFIG]") -> list[str]:
+    """`hubhold.begin` in a fresh interpreter (no INVOCATION_ID: not a unit of systemd),
+    for a config naming the process launcher and a hub script of this Python: what it
+    held, whether pydantic, asyncio or structlog were loaded, and the held process's
+    state after `discard`."""
+    script = tmp_path / "bin" / "jh"
+    script.parent.mkdir()
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom json import main\n")
+    script.chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir(mode=state_mode)
+    state.chmod(state_mode)
+    if log_dir:
+        (state / "log").mkdir(mode=0o700)
+    cfg = tmp_path / "hubsvc.toml"
+    cfg.write_text(f'[supervisor]\nlauncher = "process"\n[hub]\ncommand = "{script}"\n'
+                   f'[paths]\nstate_dir = "state"\nruntime_dir = "{tmp_path / "run"}"\n')
+    code = (f"import sys\nfrom hubsvc import hubhold\nCONFIG = {str(cfg)!r}\n"
+            f"hubhold.begin({argv})\n"
+            "child = hubhold._child\n"
+            "print(hubhold.held_unit(), child is not None, 'pydantic' in sys.modules,"
+            " 'asyncio' in sys.modules, 'structlog' in sys.modules)\n"
+            "if child:\n"
+            "    held, mode = child\n"
+            "    print(held.argv == [CONFIG.rsplit('/', 1)[0] + '/bin/jh', '--config',"
+            f" {str(tmp_path / 'run' / 'jupyterhub_config.py')!r}], held.cwd, mode,"
+            " held.handle.returncode)\n"
+            "    hubhold.discard()\n"
+            "    print(held.handle.returncode is not None, held.sink.fd)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env=env, cwd=REPO)
-    assert out.stdout.split() == ["False", "False", "False", "False"], out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.split()
+
+
+def test_the_process_launcher_holds_the_hub_from_the_first_milliseconds(tmp_path: Path) -> None:
+    """Outside systemd, the hub's own command line is started held (a child of hubsvc,
+    output to the hub's file in the state folder) before pydantic, asyncio or structlog
+    are loaded; `discard` stops and reaps it and closes its output."""
+    out = _early_child(tmp_path)
+    assert out[:5] == ["False", "True", "False", "False", "False"], out
+    assert out[5:9] == ["True", str(tmp_path / "state"), f"file:{tmp_path / 'state' / 'log'}",
+                        "None"], out
+    assert out[9:] == ["True", "-1"], out
+    assert (tmp_path / "state" / "log" / "hub-output.log").exists()
+
+
+@pytest.mark.parametrize(("state_mode", "log_dir", "argv"), [
+    (0o770, True, "['run', '--config', CONFIG]"),   # other accounts may write there
+    (0o700, False, "['run', '--config', CONFIG]"),  # a first start: nothing made before
+    (0o700, True, "['run', '--config', CONFIG, '--bogus']"),  # a usage error
+])
+def test_nothing_is_held_before_a_check_that_could_refuse_it(
+        tmp_path: Path, state_mode: int, log_dir: bool, argv: str) -> None:
+    """The preflight refuses a state folder others may write to, and creates what is
+    missing: the early hold waits for it then, and writes nothing there."""
+    out = _early_child(tmp_path, state_mode, log_dir, argv)
+    assert out == ["False", "False", "False", "False", "False"], out
+    assert not (tmp_path / "state" / "log" / "hub-output.log").exists()
 
 
 def test_the_unit_start_module_stays_light() -> None:
@@ -138,7 +188,7 @@ def test_the_early_hub_is_kept_only_when_it_runs_what_the_config_gives(
         return f"head-{component}" if component == "proxy" and proxy_started else None
 
     monkeypatch.setattr(systemd, "head_start", head_start)
-    monkeypatch.setattr(hubhold, "_pending", early)
+    monkeypatch.setattr(hubhold, "_unit", early)
     path = tmp_path / "hubsvc.toml"
     path.write_text(SHIPPED.read_text().replace(
         "\n[paths]\n", f'\n[paths]\nstate_dir = "{tmp_path}"\nruntime_dir = "{tmp_path / "run"}"\n', 1))
@@ -149,7 +199,7 @@ def test_the_early_hub_is_kept_only_when_it_runs_what_the_config_gives(
     files.proxy_token.chmod(0o600)
     out = cli._unit_head_start(cfg, files)
     assert calls == ["proxy"]  # never held a second time
-    assert not hubhold.held()
+    assert not hubhold.held_unit()
     assert early.stopped == (0 if kept else 1)
     assert out == ((["head-proxy", early] if kept else ["head-proxy"]) if proxy_started else [])
 
@@ -181,3 +231,37 @@ def test_the_hub_is_held_early_only_for_a_run_that_will_read_its_config(
         parsed = False
     if plain:
         assert parsed
+
+
+class _Child:
+    """Stand-in for the held child hubhold.begin left pending (process launcher)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, exited: bool) -> None:
+        from types import SimpleNamespace
+
+        self.argv, self.env, self.cwd, self.discarded = argv, env, cwd, 0
+        self.handle = SimpleNamespace(returncode=1 if exited else None)
+        self.sink = SimpleNamespace(close=lambda: None)
+
+    def discard(self) -> None:
+        self.discarded += 1
+
+
+@pytest.mark.parametrize(("change", "kept"), [
+    (None, True),
+    ("argv", False), ("env", False), ("cwd", False), ("mode", False), ("exited", False),
+])
+def test_the_early_child_is_kept_only_when_it_runs_what_the_config_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str | None,
+        kept: bool) -> None:
+    cfg = config.load(SHIPPED)
+    argv, env, cwd = cli._hub_command(cfg)
+    mode = cli._output_mode(cfg, "process", "line")
+    child = _Child(argv + (["--x"] if change == "argv" else []),
+                   {**env, "X": "1"} if change == "env" else env,
+                   tmp_path if change == "cwd" else cwd, change == "exited")
+    monkeypatch.setattr(hubhold, "_child", (child, "journal" if change == "mode" else mode))
+    monkeypatch.setattr(cli, "_hub_hold", lambda cfg, log_mode: "held-now")
+    assert cli._early_hub(cfg, "line") == (child if kept else "held-now")
+    assert child.discarded == (0 if kept else 1)
+    assert hubhold.take_child() is None
