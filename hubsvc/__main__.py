@@ -22,20 +22,21 @@ def main() -> int:
         gc.disable()
         # node starts loading CHP now, on the other core, while hubsvc loads and checks
         # its config (hubsvc.warm); the head start hands it CHP's command line
-        from . import warm
+        from . import hubhold, warm
 
-        warm.begin(sys.argv[1:])
-        # under systemd, the hub's unit starts loading JupyterHub, held (hubsvc.hubhold)
-        from . import hubhold
-
-        hubhold.begin(sys.argv[1:])
         try:
+            warm.begin(sys.argv[1:])
+            # then the hub starts loading JupyterHub, held: its unit under systemd, else a
+            # child (hubsvc.hubhold)
+            hubhold.begin(sys.argv[1:])
             from .cli import main as cli_main
 
             return cli_main()
         finally:
-            warm.discard()  # not handed over: a check failed, or the launcher is systemd
-            hubhold.discard()  # not taken: a check failed
+            try:
+                warm.discard()  # not handed over: a check failed, or the launcher is systemd
+            finally:
+                hubhold.discard()  # not taken: a check failed
     from .cli import main as cli_main
 
     return cli_main()

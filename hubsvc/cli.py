@@ -45,8 +45,10 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 # ---- run ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    """Everything is checked before anything starts; then CHP is executed at once, and
-    the supervisor (its event loop, probes, watches) is loaded while CHP starts."""
+    """Everything is checked before anything runs (CHP's node and the held hub started
+    by hubsvc.__main__ only load their modules and wait; they are stopped if a check
+    fails); then CHP is executed at once, and the supervisor (its event loop, probes,
+    watches) is loaded while CHP starts."""
     import faulthandler
 
     from . import logs
@@ -142,8 +144,8 @@ def _output_mode(cfg: Config, launcher_name: str, log_mode: str) -> str:
 def _head_start(cfg: Config, files: SecretFiles, log_mode: str) -> list[HeadStart]:
     """Execute CHP now, with the command line, environment and output the supervisor's
     first start of it would use (launch.process.HeadStart), then the hub held
-    (`_hub_hold`); what could not be started is left to the supervisor's start, which
-    then reports why."""
+    (`_early_hub`: since hubsvc.hubhold, or now); what could not be started is left to
+    the supervisor's start, which then reports why."""
     from . import components
     from . import secrets as secrets_mod
     from .launch.process import head_start

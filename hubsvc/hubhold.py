@@ -1,4 +1,5 @@
-"""The hub held from the first milliseconds of `hubsvc run`, under the systemd launcher.
+"""The hub held from the first milliseconds of `hubsvc run`: its unit under the systemd
+launcher, a child of hubsvc under the process launcher.
 
 The hub's start is mostly its interpreter importing JupyterHub (~1 s of ~1.3 s in the
 RPM's bundle), and hubsvc.hold lets that happen before the hub may run. Started after
@@ -12,7 +13,10 @@ them (`hub.command`, `hub.extra_args`, `paths`, `supervisor.launcher`).
 It only loads JupyterHub's modules and waits (hubsvc.hold): it reads no configuration,
 opens no database and binds no port until the supervisor's start of the hub releases it,
 after CHP is proven ready, so the start order is kept. Nothing else happens before the
-config is validated.
+config is validated, but for the process launcher's opening of the hub's output file
+(`state_dir/log/hub-output.log`, never rotated or followed through a link then: only
+when both folders exist and pass the preflight's ownership checks, and the file is
+missing or a regular file not due for rotation).
 
 After validation (cli._unit_head_start) the command line, environment and working
 directory are built again from the validated config and compared: anything different,
@@ -128,13 +132,31 @@ def guess_process(raw: dict[str, Any], config_path: Path,
 
 
 def _private(path: Path) -> bool:
-    """A folder of this account that no other may write to (preflight's checks of the
-    state folder): the hub's output file may be opened in it before the preflight."""
+    """A folder of this account that it may write to and no other may (preflight's checks
+    of the state folder): the hub's output file may be opened in it before the preflight."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() \
+        and not st.st_mode & 0o022 and os.access(path, os.W_OK | os.X_OK)
+
+
+def _usable_log(folder: Path) -> bool:
+    """The hub's output file can be opened in `folder` as it is, changing nothing else:
+    missing, or a regular file not due for rotation (output.Sink rotates it past
+    ROTATE_BYTES; that waits for the preflight, which refuses a second instance)."""
+    if not _private(folder):
+        return False
+    from .output import ROTATE_BYTES
+
+    try:
+        st = os.lstat(folder / "hub-output.log")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size <= ROTATE_BYTES
 
 
 def begin(argv: Sequence[str]) -> None:
@@ -173,8 +195,12 @@ def _start_child(raw: dict[str, Any], config_path: Path) -> tuple[HeadStart, str
     if command is None:
         return None
     hub_argv, env, cwd, mode = command
-    if not _private(cwd) or (mode.startswith("file:") and not _private(cwd / "log")):
+    if not _private(cwd) or (mode.startswith("file:") and not _usable_log(cwd / "log")):
         return None  # a first start, or one the preflight refuses: nothing before it
+    from .hold import hold_argv
+
+    if hold_argv(hub_argv) is None:
+        return None  # not a script of this Python: nothing to hold, nothing opened
     from .launch.process import hold_start
     from .output import Sink
 

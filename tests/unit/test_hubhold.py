@@ -17,6 +17,7 @@ import pytest
 
 from hubsvc import cli, config, hubconfig, hubhold
 from hubsvc.launch.unitstart import RUNTIME_DIR, STATE_DIR
+from hubsvc.output import ROTATE_BYTES
 
 pytestmark = pytest.mark.unit
 
@@ -83,7 +84,7 @@ def test_no_guess_where_the_systemd_launcher_would_not_run_it(tmp_path: Path, ex
 
 
 def _early_child(tmp_path: Path, state_mode: int = 0o700, log_dir: bool = True,
-                 argv: str = "['run', '--config', CONFIG]") -> list[str]:
+                 argv: str = "['run', '--config', CONFIG]", log_file: str = "") -> list[str]:
     """`hubhold.begin` in a fresh interpreter (no INVOCATION_ID: not a unit of systemd),
     for a config naming the process launcher and a hub script of this Python: what it
     held, whether pydantic, asyncio or structlog were loaded, and the held process's
@@ -97,6 +98,14 @@ def _early_child(tmp_path: Path, state_mode: int = 0o700, log_dir: bool = True,
     state.chmod(state_mode)
     if log_dir:
         (state / "log").mkdir(mode=0o700)
+    out_file = state / "log" / "hub-output.log"
+    if log_file == "due":  # past output.ROTATE_BYTES: the first start after it rotates it
+        with open(out_file, "wb") as f:
+            f.truncate(ROTATE_BYTES + 1)
+    elif log_file == "fifo":
+        os.mkfifo(out_file, 0o600)
+    elif log_file == "link":
+        out_file.symlink_to(tmp_path / "elsewhere.log")
     cfg = tmp_path / "hubsvc.toml"
     cfg.write_text(f'[supervisor]\nlauncher = "process"\n[hub]\ncommand = "{script}"\n'
                    f'[paths]\nstate_dir = "state"\nruntime_dir = "{tmp_path / "run"}"\n')
@@ -131,18 +140,31 @@ def test_the_process_launcher_holds_the_hub_from_the_first_milliseconds(tmp_path
     assert (tmp_path / "state" / "log" / "hub-output.log").exists()
 
 
-@pytest.mark.parametrize(("state_mode", "log_dir", "argv"), [
-    (0o770, True, "['run', '--config', CONFIG]"),   # other accounts may write there
-    (0o700, False, "['run', '--config', CONFIG]"),  # a first start: nothing made before
-    (0o700, True, "['run', '--config', CONFIG, '--bogus']"),  # a usage error
+RUN = "['run', '--config', CONFIG]"
+
+
+@pytest.mark.parametrize(("state_mode", "log_dir", "argv", "log_file"), [
+    (0o770, True, RUN, ""),     # other accounts may write there
+    (0o700, False, RUN, ""),    # a first start: nothing made before the preflight
+    (0o700, True, "['run', '--config', CONFIG, '--bogus']", ""),  # a usage error
+    (0o700, True, RUN, "due"),  # rotating it could move a running hub's output aside
+    (0o700, True, RUN, "fifo"),  # opening it would block
+    (0o700, True, RUN, "link"),
 ])
 def test_nothing_is_held_before_a_check_that_could_refuse_it(
-        tmp_path: Path, state_mode: int, log_dir: bool, argv: str) -> None:
-    """The preflight refuses a state folder others may write to, and creates what is
-    missing: the early hold waits for it then, and writes nothing there."""
-    out = _early_child(tmp_path, state_mode, log_dir, argv)
+        tmp_path: Path, state_mode: int, log_dir: bool, argv: str, log_file: str) -> None:
+    """The preflight refuses a state folder others may write to, creates what is missing,
+    and refuses a second instance before its sink rotates the hub's output file: the
+    early hold waits for all of it then, and touches nothing there."""
+    out_file = tmp_path / "state" / "log" / "hub-output.log"
+    out = _early_child(tmp_path, state_mode, log_dir, argv, log_file)
     assert out == ["False", "False", "False", "False", "False"], out
-    assert not (tmp_path / "state" / "log" / "hub-output.log").exists()
+    if log_file == "due":
+        assert out_file.stat().st_size == ROTATE_BYTES + 1
+        assert not out_file.with_name("hub-output.log.1").exists()
+    elif not log_file:
+        assert not out_file.exists()
+    assert not (tmp_path / "elsewhere.log").exists()
 
 
 def test_the_unit_start_module_stays_light() -> None:
