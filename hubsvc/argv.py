@@ -3,6 +3,14 @@ point decides how `run` loads on it; cli parses the rest)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+# config.DEFAULT_PATH (tests/unit/test_hubhold.py keeps it equal) and config.ENV_VAR
+DEFAULT_CONFIG = "/etc/hubsvc/hubsvc.toml"
+CONFIG_ENV = "HUBSVC_CONFIG"
+
 
 def command_word(argv: list[str]) -> str | None:
     """The subcommand named in argv, skipping global options (and --config's value)."""
@@ -43,3 +51,21 @@ def plain_run(argv: list[str]) -> bool:
             return False
         i += 1
     return words == 1
+
+
+def option_value(argv: Sequence[str], name: str) -> str | None:
+    """The value of the last `name VALUE` or `name=VALUE` in argv (argparse keeps the
+    last), or None."""
+    found = None
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif a.startswith(name + "="):
+            found = a[len(name) + 1:]
+    return found
+
+
+def config_path(argv: Sequence[str]) -> Path:
+    """The config file `hubsvc ARGV` will read, in config.resolve_path's order, before
+    argparse and config are loaded (hubsvc.warm, hubsvc.hubhold)."""
+    return Path(option_value(argv, "--config") or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import host
+from .argv import DEFAULT_CONFIG as DEFAULT_CONFIG  # the constant tests compare
+from .argv import config_path as early_config_path
 from .argv import plain_run
 from .commands import resolve_command
 
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 
 # config.py's defaults and hubconfig.GENERATED_NAME (tests/unit/test_hubhold.py keeps
 # them equal to what the validated config gives)
-DEFAULT_CONFIG = "/etc/hubsvc/hubsvc.toml"
 DEFAULT_HUB_COMMAND = "jupyterhub"
 GENERATED_NAME = "jupyterhub_config.py"
 
@@ -165,10 +166,7 @@ def begin(argv: Sequence[str]) -> None:
     global _unit, _child
     if not plain_run(list(argv)):
         return  # a usage error, --help or an abbreviated option: nothing early
-    from .warm import option_value
-
-    config_path = Path(option_value(argv, "--config") or os.environ.get("HUBSVC_CONFIG")
-                       or DEFAULT_CONFIG)
+    config_path = early_config_path(argv)
     try:
         import tomllib
 

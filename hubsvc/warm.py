@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import host
+from .argv import config_path
 from .commands import resolve_command
 from .output import Sink
 
@@ -131,11 +132,8 @@ def begin(argv: Sequence[str]) -> None:
     global _pending
     if "-h" in argv or "--help" in argv:
         return
-    # config.resolve_path's order; a wrong guess only means another node is loading
-    config_path = option_value(argv, "--config") or os.environ.get("HUBSVC_CONFIG") \
-        or "/etc/hubsvc/hubsvc.toml"
-    try:
-        _pending = start(Path(config_path), early_log_mode())
+    try:  # a wrong guess of the file only means another node is loading
+        _pending = start(config_path(argv), early_log_mode())
     except Exception:  # a guess that fails costs nothing but the head start's head start
         _pending = None
 
@@ -173,18 +171,6 @@ def discard() -> None:
 def sink_mode(log_mode: str) -> str:
     """CHP's output under the process launcher (cli._output_mode; a file is the hub's)."""
     return "journal" if log_mode == "journal" else "pipe"
-
-
-def option_value(argv: Sequence[str], name: str) -> str | None:
-    """The value of the last `name VALUE` or `name=VALUE` in argv (argparse keeps the
-    last), or None."""
-    found = None
-    for i, a in enumerate(argv):
-        if a == name and i + 1 < len(argv):
-            found = argv[i + 1]
-        elif a.startswith(name + "="):
-            found = a[len(name) + 1:]
-    return found
 
 
 def start(config_path: Path, log_mode: str) -> Warm | None:
